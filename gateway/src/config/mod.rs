@@ -1,0 +1,138 @@
+//! Configuration: the TOML file (`schema`), `${VAR}` expansion and error locations
+//! (`doc`, `error`), and the typed runtime config built once from it (`validate`).
+//!
+//! `load(path)` is the only entry: it returns a fully checked `Config` or every problem
+//! found, each naming file, line:column, key and what is wrong.
+
+mod doc;
+mod error;
+mod schema;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use schema::LogFormat;
+
+/// The default config, embedded so `gateway run` works on localhost with no file.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config/gateway.toml");
+/// How the embedded default is named in messages.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/gateway.toml>";
+
+/// The typed runtime configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub source: PathBuf,
+    pub server: Server,
+    pub log: Log,
+    pub listeners: Vec<Listener>,
+    /// Sorted by name; routes refer to pools by index into this list.
+    pub pools: Vec<Pool>,
+    /// In file order; the router decides precedence.
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub threads: usize,
+    /// After SIGTERM: how long in-flight requests get to finish.
+    pub shutdown_grace: Duration,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub level: String,
+    pub format: LogFormat,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pool {
+    pub name: Arc<str>,
+    /// `host:port` as written; resolved when the pool is built.
+    pub replicas: Vec<String>,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// How long an idle keep-alive connection to a replica is kept for reuse.
+    pub idle_timeout: Duration,
+    /// Idle timeout of an upgraded (WebSocket) connection.
+    pub upgrade_idle_timeout: Duration,
+    /// Further attempts on other replicas after the first one failed.
+    pub max_retries: usize,
+    /// Active checks; without a `[pools.NAME.health]` table only failed connections count.
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_after: usize,
+    pub unhealthy_after: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub host: Option<HostMatch>,
+    /// Path prefix, always starting with `/`.
+    pub path: String,
+    pub strip_prefix: bool,
+    /// Index into `Config::pools`.
+    pub pool: usize,
+}
+
+/// Which Host a route answers for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum HostMatch {
+    /// `api.example.com` (stored lowercase).
+    Exact(String),
+    /// `*.example.com`: any name ending in `.example.com` (stored as `.example.com`).
+    Suffix(String),
+}
+
+/// Reads, expands, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_path_buf(),
+            position: None,
+            key: String::new(),
+            message: format!("cannot read file: {e}"),
+        }])
+    })?;
+    load_str(path, &text, &|name| std::env::var(name).ok())
+}
+
+/// Validates `text` as if read from `path`, with `env` for `${VAR}` expansion.
+pub fn load_str(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    validate::parse_and_validate(path, text, env)
+}
+
+impl Config {
+    /// One line for `gateway check`.
+    pub fn summary(&self) -> String {
+        let replicas: usize = self.pools.iter().map(|p| p.replicas.len()).sum();
+        format!(
+            "{} listener(s), {} pool(s) with {} replica(s), {} route(s)",
+            self.listeners.len(),
+            self.pools.len(),
+            replicas,
+            self.routes.len()
+        )
+    }
+}

@@ -1,0 +1,27 @@
+//! An edge gateway on Pingora. One request, in order, through these modules:
+//!
+//! | phase (pingora `ProxyHttp`) | what happens                                   | module            |
+//! |-----------------------------|------------------------------------------------|-------------------|
+//! | listener                    | TCP accept (plain HTTP)                        | `app`             |
+//! | `new_ctx`                   | pin the current config snapshot                | `proxy::ctx`      |
+//! | `request_filter`            | request id, client address, route lookup       | `request_id`, `headers`, `routing` |
+//! | `upstream_peer`             | pick a healthy replica round-robin             | `upstream::pool`  |
+//! | `upstream_request_filter`   | X-Forwarded-*, request id, hop-by-hop, prefix  | `headers`         |
+//! | `fail_to_connect` / `error_while_proxy` | decide a retry on another replica | `proxy`           |
+//! | `response_filter`           | request id on the response, hop-by-hop         | `headers`         |
+//! | `fail_to_proxy`             | gateway-made JSON errors (404/502/503/504)     | `proxy::respond`  |
+//! | `logging`                   | one JSON access-log line                       | `telemetry`       |
+//!
+//! Beside the request path: `config` (TOML -> typed `Config`), `state` (the swappable
+//! `Snapshot`), `upstream::health` (active health checks), `cli` and `app` (wiring).
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod headers;
+pub mod proxy;
+pub mod request_id;
+pub mod routing;
+pub mod state;
+pub mod telemetry;
+pub mod upstream;

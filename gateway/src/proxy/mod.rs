@@ -1,0 +1,192 @@
+//! The pingora `ProxyHttp` implementation: one short function per phase, each handing
+//! the real work to a pure module (see the table in `lib.rs`).
+
+pub mod ctx;
+pub mod respond;
+
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+
+use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::state::SharedState;
+use crate::{request_id, routing, telemetry};
+use ctx::Ctx;
+use respond::{send_error, GatewayError};
+
+pub struct Gateway {
+    state: SharedState,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Gateway {
+    pub fn new(state: SharedState, in_flight: Arc<AtomicUsize>) -> Self {
+        Gateway { state, in_flight }
+    }
+
+    /// Whether another attempt makes sense: the pool allows more, and a healthy replica
+    /// this request has not tried yet exists.
+    fn can_retry(ctx: &Ctx) -> bool {
+        ctx.pool().is_some_and(|p| ctx.tried.len() <= p.config.max_retries && p.select(&ctx.tried).is_some())
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new(self.state.load_full(), &self.in_flight)
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = request_id::choose(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
+        let trusted = &ctx.snapshot.config.server.trusted_proxies;
+        let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
+        ctx.client_ip =
+            session.client_addr().and_then(|a| a.as_inet()).map(|a| headers::client_ip(a.ip(), xff, trusted));
+        ctx.upgrade = session.is_upgrade_req();
+
+        let path = req.uri.path();
+        if routing::has_dot_segment(path) {
+            send_error(session, ctx, GatewayError::InvalidPath).await?;
+            return Ok(true);
+        }
+        let host = headers::request_host(&req.headers, &req.uri);
+        ctx.route = ctx.snapshot.router.resolve_index(host, path);
+        if ctx.route.is_none() {
+            send_error(session, ctx, GatewayError::NoRoute).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let picked = ctx.pool().map(|pool| (pool.select(&ctx.tried), Arc::clone(pool)));
+        match picked {
+            Some((Some(addr), pool)) => {
+                ctx.tried.push(addr);
+                Ok(pool.peer(addr, ctx.upgrade))
+            }
+            _ => {
+                ctx.failure = Some(ctx.last_failure.unwrap_or(GatewayError::NoHealthyReplica));
+                let mut e = Error::explain(ErrorType::ConnectNoRoute, "no healthy replica in pool");
+                e.set_retry(false);
+                Err(e)
+            }
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        for name in headers::request_hop_by_hop(&up.headers, ctx.upgrade) {
+            up.remove_header(&name);
+        }
+        up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+
+        let trusted = &ctx.snapshot.config.server.trusted_proxies;
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
+        if let Some(peer) = peer {
+            let xff = headers::forwarded_for(peer, up.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()), trusted);
+            up.insert_header(X_FORWARDED_FOR, xff)?;
+        }
+        // A trusted proxy in front of us knows the original scheme and host; anyone else
+        // is told what we saw.
+        if !(from_trusted && up.headers.contains_key(X_FORWARDED_PROTO)) {
+            up.insert_header(X_FORWARDED_PROTO, "http")?;
+        }
+        if !(from_trusted && up.headers.contains_key(X_FORWARDED_HOST)) {
+            let host = session.req_header().headers.get(http::header::HOST).cloned();
+            match host {
+                Some(h) => up.insert_header(X_FORWARDED_HOST, h)?,
+                None => {
+                    up.remove_header(X_FORWARDED_HOST);
+                }
+            }
+        }
+
+        if let Some(route) = ctx.route().filter(|r| r.strip_prefix) {
+            let path = routing::strip_prefix(&route.path, up.uri.path());
+            let uri = match up.uri.query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.into_owned(),
+            };
+            let uri = uri.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "strip prefix", e))?;
+            up.set_uri(uri);
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.response_started = true;
+        for name in headers::response_hop_by_hop(&resp.headers) {
+            resp.remove_header(&name);
+        }
+        respond::finish_headers(resp, ctx)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        // Nothing reached the replica, so another one may take any request, POST included.
+        ctx.last_failure = GatewayError::classify(&e);
+        let retry = Self::can_retry(ctx);
+        tracing::warn!(request_id = %ctx.request_id, replica = %peer._address, error = %e, retry, "cannot connect to replica");
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("replica {}", peer._address));
+        ctx.last_failure = GatewayError::classify(&e);
+        // A replica that dies or resets before answering may have seen the request; only
+        // idempotent methods are safe to send again, and only before any response byte.
+        let retry = session.req_header().method.is_idempotent()
+            && !ctx.response_started
+            && !session.as_ref().retry_buffer_truncated()
+            && Self::can_retry(ctx);
+        tracing::warn!(request_id = %ctx.request_id, replica = %peer._address, error = %e, retry, "replica failed mid-request");
+        e.set_retry(retry);
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let err = ctx.failure.take().or_else(|| GatewayError::classify(e));
+        let error_code = match err {
+            Some(err) if session.response_written().is_none() => {
+                if let Err(write_err) = send_error(session, ctx, err).await {
+                    tracing::debug!(request_id = %ctx.request_id, error = %write_err, "could not send error response");
+                }
+                err.status()
+            }
+            // Mid-response failures cannot change the status any more: the connection closes.
+            Some(err) => err.status(),
+            None => 0,
+        };
+        FailToProxy { error_code, can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        telemetry::access_log(session, e, ctx);
+    }
+
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        format!("{}, request_id: {}", session.as_ref().request_summary(), ctx.request_id)
+    }
+}

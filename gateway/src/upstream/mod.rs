@@ -1,0 +1,6 @@
+//! Upstream pools: replica selection (`pool`) and active health checks (`health`).
+
+pub mod health;
+pub mod pool;
+
+pub use pool::Pool;

@@ -1,0 +1,129 @@
+//! One upstream pool: its replicas behind pingora's round-robin `LoadBalancer`, the
+//! health state its checks maintain, and the peer settings (timeouts) for proxying.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_load_balancing::discovery::Static;
+use pingora_load_balancing::selection::RoundRobin;
+use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+
+use super::health::PoolHealthCheck;
+use crate::config;
+
+pub struct Pool {
+    pub config: config::Pool,
+    lb: LoadBalancer<RoundRobin>,
+    /// Resolved replica addresses, in a stable order (for status and metrics).
+    pub replicas: Vec<SocketAddr>,
+    /// Set while a health-check pass runs, so passes never overlap.
+    checking: AtomicBool,
+    /// Shared with the pool's health check: set once its first (decisive) pass is done.
+    first_pass_done: Arc<AtomicBool>,
+}
+
+impl Pool {
+    /// Resolves the replicas and builds the balancer. Every replica starts healthy until
+    /// the first health-check pass, which `upstream::health::first_pass` runs before
+    /// the pool takes traffic.
+    pub async fn build(cfg: &config::Pool) -> Result<Arc<Pool>, String> {
+        let mut replicas = Vec::new();
+        for r in &cfg.replicas {
+            let found = resolve(r).await?;
+            replicas.extend(found);
+        }
+        replicas.sort();
+        replicas.dedup();
+        let backends: BTreeSet<Backend> = replicas
+            .iter()
+            .map(|a| Backend::new(&a.to_string()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("invalid replica address: {e}"))?;
+        let mut backends = Backends::new(Static::new(backends));
+        let first_pass_done = Arc::new(AtomicBool::new(false));
+        if let Some(h) = &cfg.health {
+            let check = PoolHealthCheck::new(&cfg.name, h, &cfg.replicas, Arc::clone(&first_pass_done));
+            backends.set_health_check(Box::new(check));
+        }
+        let lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+        lb.update().await.map_err(|e| format!("cannot set up replicas: {e}"))?;
+        Ok(Arc::new(Pool { config: cfg.clone(), lb, replicas, checking: AtomicBool::new(false), first_pass_done }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The next healthy replica in round-robin order that this request has not tried yet.
+    pub fn select(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
+        let iterations = self.replicas.len() * 2 + 1;
+        self.lb
+            .select_with(b"", iterations, |b, healthy| {
+                healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
+            })
+            .and_then(|b| b.addr.as_inet().copied())
+    }
+
+    /// Whether any replica is healthy (for readiness).
+    pub fn any_healthy(&self) -> bool {
+        self.select(&[]).is_some()
+    }
+
+    /// Whether a replica is currently considered healthy.
+    pub fn is_healthy(&self, addr: SocketAddr) -> bool {
+        self.lb.backends().get_backend().iter().any(|b| b.addr.as_inet() == Some(&addr) && self.lb.backends().ready(b))
+    }
+
+    /// Runs one health-check pass over every replica (no-op without `[health]`).
+    pub async fn run_health_check(&self) {
+        if self.config.health.is_some() {
+            self.lb.backends().run_health_check(true).await;
+        }
+    }
+
+    /// Connection settings for proxying one request to `addr`.
+    pub fn peer(&self, addr: SocketAddr, upgrade: bool) -> Box<HttpPeer> {
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let o = &mut peer.options;
+        o.connection_timeout = Some(self.config.connect_timeout);
+        o.write_timeout = Some(self.config.write_timeout);
+        o.idle_timeout = Some(self.config.idle_timeout);
+        // An upgraded connection (WebSocket) is idle between messages for long stretches;
+        // the read timeout is what ends an idle tunnel.
+        o.read_timeout = Some(if upgrade { self.config.upgrade_idle_timeout } else { self.config.read_timeout });
+        Box::new(peer)
+    }
+
+    pub fn health_interval(&self) -> Option<Duration> {
+        self.config.health.as_ref().map(|h| h.interval)
+    }
+
+    pub(super) fn first_pass_flag(&self) -> &AtomicBool {
+        &self.first_pass_done
+    }
+
+    pub(super) fn try_start_check(&self) -> bool {
+        !self.checking.swap(true, Ordering::AcqRel)
+    }
+
+    pub(super) fn end_check(&self) {
+        self.checking.store(false, Ordering::Release);
+    }
+}
+
+/// `host:port` to addresses, off the async threads (DNS lookups block).
+async fn resolve(replica: &str) -> Result<Vec<SocketAddr>, String> {
+    let r = replica.to_owned();
+    let found = tokio::task::spawn_blocking(move || r.to_socket_addrs().map(|it| it.collect::<Vec<_>>()))
+        .await
+        .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?
+        .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?;
+    if found.is_empty() {
+        return Err(format!("cannot resolve {replica:?}: no addresses"));
+    }
+    Ok(found)
+}

@@ -1,0 +1,114 @@
+//! Health, introspection and test-friendly endpoints.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Extension, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use axum::body::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::error::ApiError;
+use crate::request_id::RequestId;
+use crate::AppState;
+
+
+/// Liveness: the process runs and answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// Readiness: 503 while draining after SIGTERM or while the maintenance file exists.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.not_ready_reason() {
+        None => Json(json!({ "status": "ready", "replica": state.replica_id() })).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": reason, "replica": state.replica_id() })),
+        )
+            .into_response(),
+    }
+}
+
+fn header(headers: &HeaderMap, name: &str) -> Value {
+    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    if values.is_empty() {
+        Value::Null
+    } else {
+        Value::String(values.join(", "))
+    }
+}
+
+/// What this replica saw of the request: tests use it to check what the gateway forwarded.
+pub async fn whoami(
+    State(state): State<AppState>,
+    Extension(RequestId(id)): Extension<RequestId>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Json<Value> {
+    let all: BTreeMap<&str, Value> = headers.keys().map(|k| (k.as_str(), header(&headers, k.as_str()))).collect();
+    Json(json!({
+        "replica": state.replica_id(),
+        "request_id": id,
+        "method": method.as_str(),
+        "uri": uri.to_string(),
+        "host": header(&headers, "host"),
+        "x_forwarded_for": header(&headers, "x-forwarded-for"),
+        "x_forwarded_proto": header(&headers, "x-forwarded-proto"),
+        "x_forwarded_host": header(&headers, "x-forwarded-host"),
+        "headers": all,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct SlowQuery {
+    ms: Option<u64>,
+}
+
+/// Answers after `ms` milliseconds (at most 60 s): a stand-in for a slow endpoint.
+pub async fn slow(State(state): State<AppState>, Query(q): Query<SlowQuery>) -> Json<Value> {
+    let ms = q.ms.unwrap_or(1000).min(60_000);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    Json(json!({ "slept_ms": ms, "replica": state.replica_id() }))
+}
+
+/// Counts the request body's bytes (for body-forwarding and size-limit checks).
+pub async fn echo(State(state): State<AppState>, body: Bytes) -> Json<Value> {
+    Json(json!({ "bytes": body.len(), "replica": state.replica_id() }))
+}
+
+/// WebSocket echo: text and binary frames come back as sent.
+pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let replica = state.replica_id().to_owned();
+    upgrade.on_upgrade(move |socket| echo_socket(socket, replica))
+}
+
+async fn echo_socket(mut socket: WebSocket, replica: String) {
+    if socket.send(Message::Text(format!("hello from {replica}").into())).await.is_err() {
+        return;
+    }
+    while let Some(Ok(msg)) = socket.recv().await {
+        let reply = match msg {
+            Message::Text(t) => Message::Text(t),
+            Message::Binary(b) => Message::Binary(b),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+}
