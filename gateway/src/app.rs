@@ -21,7 +21,10 @@ use crate::upstream::health::HealthService;
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).
 pub fn run(config: Config) -> ExitCode {
     telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start a runtime");
@@ -64,8 +67,14 @@ pub fn run(config: Config) -> ExitCode {
         tracing::info!(event = "listening", address = %l.address, "listening (http)");
     }
     server.add_service(proxy);
-    server.add_service(background_service("health checks", HealthService::new(Arc::clone(&state))));
-    server.add_service(background_service("drain watcher", DrainWatcher { in_flight }));
+    server.add_service(background_service(
+        "health checks",
+        HealthService::new(Arc::clone(&state)),
+    ));
+    server.add_service(background_service(
+        "drain watcher",
+        DrainWatcher { in_flight },
+    ));
     server.run(RunArgs::default());
     ExitCode::SUCCESS
 }
@@ -85,7 +94,11 @@ impl BackgroundService for DrainWatcher {
                 return;
             }
         }
-        tracing::info!(event = "draining", in_flight = self.in_flight.load(Ordering::Acquire), "shutdown: draining in-flight requests");
+        tracing::info!(
+            event = "draining",
+            in_flight = self.in_flight.load(Ordering::Acquire),
+            "shutdown: draining in-flight requests"
+        );
         let mut idle_ticks = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -97,7 +110,10 @@ impl BackgroundService for DrainWatcher {
             // Two quiet ticks: a connection accepted just before the listener closed has
             // had time to start its request.
             if idle_ticks >= 2 {
-                tracing::info!(event = "drained", "all in-flight requests finished: exiting");
+                tracing::info!(
+                    event = "drained",
+                    "all in-flight requests finished: exiting"
+                );
                 std::process::exit(0);
             }
         }

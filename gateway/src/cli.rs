@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "gateway", version, about = "An edge gateway: TLS, routing, health-checked round robin.")]
+#[command(
+    name = "gateway",
+    version,
+    about = "An edge gateway: TLS, routing, health-checked round robin."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

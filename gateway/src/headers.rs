@@ -59,7 +59,9 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
     if let Some(v6) = s.strip_prefix('[') {
         return v6.split(']').next()?.parse().ok();
     }
-    s.rsplit_once(':').and_then(|(h, _)| h.parse::<std::net::Ipv4Addr>().ok()).map(IpAddr::V4)
+    s.rsplit_once(':')
+        .and_then(|(h, _)| h.parse::<std::net::Ipv4Addr>().ok())
+        .map(IpAddr::V4)
 }
 
 /// The `X-Forwarded-For` value to send upstream: the trusted chain plus the peer, or
@@ -67,7 +69,9 @@ fn parse_forwarded_ip(s: &str) -> Option<IpAddr> {
 pub fn forwarded_for(peer: IpAddr, xff: Option<&[u8]>, trusted: &[IpNet]) -> String {
     let peer = canonical(peer);
     match xff.and_then(|v| std::str::from_utf8(v).ok()) {
-        Some(prev) if is_trusted(peer, trusted) && !prev.trim().is_empty() => format!("{}, {peer}", prev.trim()),
+        Some(prev) if is_trusted(peer, trusted) && !prev.trim().is_empty() => {
+            format!("{}, {peer}", prev.trim())
+        }
         _ => peer.to_string(),
     }
 }
@@ -86,11 +90,23 @@ fn strip_port(h: &str) -> &str {
     if h.starts_with('[') {
         return h.split_once(']').map_or(h, |(v6, _)| &h[..v6.len() + 1]);
     }
-    h.rsplit_once(':').map_or(h, |(host, port)| if port.bytes().all(|b| b.is_ascii_digit()) { host } else { h })
+    h.rsplit_once(':').map_or(h, |(host, port)| {
+        if port.bytes().all(|b| b.is_ascii_digit()) {
+            host
+        } else {
+            h
+        }
+    })
 }
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization", "trailer"];
+const HOP_BY_HOP: [&str; 5] = [
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "trailer",
+];
 
 /// Names listed in `Connection` (other than `close`/`keep-alive`/`upgrade`).
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
@@ -148,11 +164,20 @@ mod tests {
     fn trusted_chain_is_walked_from_the_right() {
         let t = nets(&["10.0.0.0/8", "192.168.0.0/16"]);
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
-        assert_eq!(client_ip(peer, Some(b"6.6.6.6, 198.51.100.7, 192.168.1.1"), &t).to_string(), "198.51.100.7");
+        assert_eq!(
+            client_ip(peer, Some(b"6.6.6.6, 198.51.100.7, 192.168.1.1"), &t).to_string(),
+            "198.51.100.7"
+        );
         assert_eq!(client_ip(peer, None, &t), peer);
         assert_eq!(client_ip(peer, Some(b"garbage"), &t), peer);
-        assert_eq!(client_ip(peer, Some(b"[2001:db8::7]:443"), &t).to_string(), "2001:db8::7");
-        assert_eq!(forwarded_for(peer, Some(b"198.51.100.7"), &t), "198.51.100.7, 10.0.0.2");
+        assert_eq!(
+            client_ip(peer, Some(b"[2001:db8::7]:443"), &t).to_string(),
+            "2001:db8::7"
+        );
+        assert_eq!(
+            forwarded_for(peer, Some(b"198.51.100.7"), &t),
+            "198.51.100.7, 10.0.0.2"
+        );
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! Beside the request path: `config` (TOML -> typed `Config`), `state` (the swappable
 //! `Snapshot`), `upstream::health` (active health checks), `cli` and `app` (wiring).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -10,9 +10,11 @@ use gateway::config::{self, Config, ConfigErrors};
 fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         Some(p) => config::load(p),
-        None => config::load_str(Path::new(config::DEFAULT_CONFIG_NAME), config::DEFAULT_CONFIG, &|n| {
-            std::env::var(n).ok()
-        }),
+        None => config::load_str(
+            Path::new(config::DEFAULT_CONFIG_NAME),
+            config::DEFAULT_CONFIG,
+            &|n| std::env::var(n).ok(),
+        ),
     }
 }
 

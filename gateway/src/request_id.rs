@@ -8,7 +8,10 @@ pub fn is_sane(v: &[u8]) -> bool {
 /// A fresh random (v4) UUID in its hyphenated form.
 pub fn generate() -> String {
     let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf).to_owned()
+    uuid::Uuid::new_v4()
+        .hyphenated()
+        .encode_lower(&mut buf)
+        .to_owned()
 }
 
 /// The id for this request: the client's if sane, else a new one.

@@ -20,7 +20,10 @@ pub struct Router {
 
 impl Router {
     pub fn new(routes: Vec<Route>) -> Self {
-        let mut r = Router { routes, ..Default::default() };
+        let mut r = Router {
+            routes,
+            ..Default::default()
+        };
         for (i, route) in r.routes.iter().enumerate() {
             match &route.host {
                 Some(HostMatch::Exact(h)) => r.exact.entry(h.clone()).or_default().push(i),
@@ -31,7 +34,9 @@ impl Router {
                 None => r.any.push(i),
             }
         }
-        let by_len = |routes: &Vec<Route>, v: &mut Vec<usize>| v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()));
+        let by_len = |routes: &Vec<Route>, v: &mut Vec<usize>| {
+            v.sort_by_key(|&i| std::cmp::Reverse(routes[i].path.len()))
+        };
         for v in r.exact.values_mut() {
             by_len(&r.routes, v);
         }
@@ -65,10 +70,18 @@ impl Router {
             .exact
             .get(host)
             .into_iter()
-            .chain(self.suffix.iter().filter(|(s, _)| host.ends_with(s.as_str()) && host.len() > s.len()).map(|(_, v)| v))
+            .chain(
+                self.suffix
+                    .iter()
+                    .filter(|(s, _)| host.ends_with(s.as_str()) && host.len() > s.len())
+                    .map(|(_, v)| v),
+            )
             .chain(std::iter::once(&self.any));
         for group in groups {
-            if let Some(&i) = group.iter().find(|&&i| prefix_matches(&self.routes[i].path, path)) {
+            if let Some(&i) = group
+                .iter()
+                .find(|&&i| prefix_matches(&self.routes[i].path, path))
+            {
                 return Some(i);
             }
         }
@@ -88,7 +101,9 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 
 /// The path the replica sees when the route strips its prefix (never empty).
 pub fn strip_prefix<'a>(prefix: &str, path: &'a str) -> std::borrow::Cow<'a, str> {
-    let rest = path.strip_prefix(prefix.trim_end_matches('/')).unwrap_or(path);
+    let rest = path
+        .strip_prefix(prefix.trim_end_matches('/'))
+        .unwrap_or(path);
     if rest.starts_with('/') {
         std::borrow::Cow::Borrowed(rest)
     } else {
@@ -106,7 +121,11 @@ pub fn has_dot_segment(path: &str) -> bool {
         while i < b.len() {
             if b[i] == b'.' {
                 i += 1;
-            } else if b.len() >= i + 3 && b[i] == b'%' && b[i + 1] == b'2' && (b[i + 2] | 0x20) == b'e' {
+            } else if b.len() >= i + 3
+                && b[i] == b'%'
+                && b[i + 1] == b'2'
+                && (b[i + 2] | 0x20) == b'e'
+            {
                 i += 3;
             } else {
                 return false;
@@ -123,7 +142,13 @@ mod tests {
     use std::sync::Arc;
 
     fn route(name: &str, host: Option<HostMatch>, path: &str) -> Route {
-        Route { name: Arc::from(name), host, path: path.into(), strip_prefix: false, pool: 0 }
+        Route {
+            name: Arc::from(name),
+            host,
+            path: path.into(),
+            strip_prefix: false,
+            pool: 0,
+        }
     }
 
     fn router() -> Router {
@@ -131,8 +156,16 @@ mod tests {
             route("root", None, "/"),
             route("api", None, "/api"),
             route("auth", None, "/api/auth/"),
-            route("exact", Some(HostMatch::Exact("app.example.com".into())), "/"),
-            route("wild", Some(HostMatch::Suffix(".example.com".into())), "/api"),
+            route(
+                "exact",
+                Some(HostMatch::Exact("app.example.com".into())),
+                "/",
+            ),
+            route(
+                "wild",
+                Some(HostMatch::Suffix(".example.com".into())),
+                "/api",
+            ),
         ])
     }
 
@@ -156,7 +189,11 @@ mod tests {
         assert_eq!(name(&r, "APP.example.com", "/api/x"), Some("exact"));
         assert_eq!(name(&r, "b.example.com", "/api/x"), Some("wild"));
         assert_eq!(name(&r, "b.example.com", "/other"), Some("root"));
-        assert_eq!(name(&r, "example.com", "/api/x"), Some("api"), "a wildcard needs a label before the suffix");
+        assert_eq!(
+            name(&r, "example.com", "/api/x"),
+            Some("api"),
+            "a wildcard needs a label before the suffix"
+        );
     }
 
     #[test]

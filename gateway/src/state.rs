@@ -27,7 +27,9 @@ impl Snapshot {
         let mut pools = Vec::with_capacity(config.pools.len());
         let mut errors = Vec::new();
         for p in &config.pools {
-            let reused = prev.and_then(|s| s.pools.iter().find(|old| old.config == *p)).cloned();
+            let reused = prev
+                .and_then(|s| s.pools.iter().find(|old| old.config == *p))
+                .cloned();
             let pool = match reused {
                 Some(pool) => pool,
                 None => match Pool::build(p).await {
@@ -52,6 +54,10 @@ impl Snapshot {
             return Err(ConfigErrors(errors));
         }
         let router = Router::new(config.routes.clone());
-        Ok(Snapshot { config: Arc::new(config), router, pools })
+        Ok(Snapshot {
+            config: Arc::new(config),
+            router,
+            pools,
+        })
     }
 }

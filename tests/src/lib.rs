@@ -1,1 +1,296 @@
-//! e2e harness
+//! The end-to-end harness: starts real `upstream-api` replicas and a real `gateway` as
+//! processes on 127.0.0.1 with ephemeral ports, waits for them by polling, and stops
+//! them (SIGKILL) when dropped. The binaries must be built first
+//! (`cargo build --workspace --bins`, which `tests/run.sh` does).
+#![allow(clippy::unwrap_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of a workspace binary next to the test executable's target dir.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/<test> -> target/debug/<name>
+    let dir = exe.parent().and_then(Path::parent).unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 20 ms until it returns true or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+fn accepts(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}
+
+/// One upstream-api process.
+pub struct Replica {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub maintenance_file: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Replica {
+    pub fn start(id: &str) -> Replica {
+        Self::start_on(id, free_port(), &[])
+    }
+
+    pub fn start_on(id: &str, port: u16, extra: &[&str]) -> Replica {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let maintenance_file = dir.path().join("maintenance");
+        let log = dir.path().join("replica.log");
+        let child = Command::new(bin("upstream-api"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--replica-id")
+            .arg(id)
+            .arg("--maintenance-file")
+            .arg(&maintenance_file)
+            .args(extra)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        assert!(
+            wait_until(Duration::from_secs(10), || accepts(addr)),
+            "replica {id} did not start on {addr}"
+        );
+        Replica {
+            id: id.to_owned(),
+            addr,
+            child,
+            maintenance_file,
+            log,
+            _dir: dir,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Makes /readyz answer 503 (or 200 again) without stopping the replica.
+    pub fn set_maintenance(&self, on: bool) {
+        if on {
+            std::fs::write(&self.maintenance_file, b"").unwrap();
+        } else {
+            let _ = std::fs::remove_file(&self.maintenance_file);
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Three replicas `r1`..`r3`.
+pub fn replicas(n: usize) -> Vec<Replica> {
+    (1..=n).map(|i| Replica::start(&format!("r{i}"))).collect()
+}
+
+/// A TOML array of the replicas' addresses.
+pub fn replica_list(rs: &[&Replica]) -> String {
+    let items: Vec<String> = rs.iter().map(|r| format!("\"{}\"", r.addr)).collect();
+    format!("[{}]", items.join(", "))
+}
+
+/// One gateway process on a fresh port, running `config` (with `{listen}` substituted).
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub child: Child,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub fn start(config: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config_path = dir.path().join("gateway.toml");
+        std::fs::write(&config_path, config.replace("{listen}", &addr.to_string())).unwrap();
+        let log = dir.path().join("gateway.log");
+        let child = Command::new(bin("gateway"))
+            .arg("run")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gw = Gateway {
+            addr,
+            child,
+            config: config_path,
+            log,
+            _dir: dir,
+        };
+        let up = wait_until(Duration::from_secs(15), || {
+            accepts(addr) || gw.child.try_wait().unwrap().is_some()
+        });
+        assert!(
+            up && gw.child.try_wait().unwrap().is_none(),
+            "gateway did not start:\n{}",
+            gw.stderr_text()
+        );
+        gw
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// The access-log entry of the request with this id, once it is written.
+    pub fn access_line(&self, request_id: &str) -> serde_json::Value {
+        let mut found = None;
+        wait_until(Duration::from_secs(5), || {
+            found = self
+                .log_text()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|v| v["target"] == "access" && v["request_id"] == request_id);
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no access-log line for {request_id}:\n{}", self.log_text()))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal gateway config: one listener, one pool `api` over `replicas`, route `/api`.
+/// `pool_extra` and `extra` are appended to the pool table and the file.
+pub fn simple_config(replicas: &[&Replica], pool_extra: &str, extra: &str) -> String {
+    format!(
+        r#"
+[log]
+level = "info"
+
+[[listeners]]
+address = "{{listen}}"
+
+[pools.api]
+replicas = {list}
+{pool_extra}
+
+[[routes]]
+path = "/api"
+pool = "api"
+
+{extra}
+"#,
+        list = replica_list(replicas)
+    )
+}
+
+/// An HTTP client that never uses a proxy and does not pool across tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// Sends raw bytes and reads until the peer closes or `timeout`: for requests HTTP
+/// client libraries refuse to send.
+pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(timeout)).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The JSON body of a gateway or API error, checked against the contract.
+pub fn assert_error_contract(
+    status: u16,
+    expected: u16,
+    headers_id: Option<&str>,
+    body: &str,
+) -> serde_json::Value {
+    assert_eq!(status, expected, "body: {body}");
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    let err = &v["error"];
+    assert!(err["code"].is_string() && err["message"].is_string(), "{v}");
+    let id = err["request_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no request_id: {v}"));
+    assert!(!id.is_empty());
+    if let Some(h) = headers_id {
+        assert_eq!(id, h, "body and X-Request-ID header disagree");
+    }
+    v
+}

@@ -3,19 +3,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use axum::body::Bytes;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::error::ApiError;
 use crate::request_id::RequestId;
 use crate::AppState;
-
 
 /// Liveness: the process runs and answers.
 pub async fn healthz() -> Json<Value> {
@@ -35,7 +34,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 fn header(headers: &HeaderMap, name: &str) -> Value {
-    let values: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
     if values.is_empty() {
         Value::Null
     } else {
@@ -51,7 +54,10 @@ pub async fn whoami(
     uri: Uri,
     headers: HeaderMap,
 ) -> Json<Value> {
-    let all: BTreeMap<&str, Value> = headers.keys().map(|k| (k.as_str(), header(&headers, k.as_str()))).collect();
+    let all: BTreeMap<&str, Value> = headers
+        .keys()
+        .map(|k| (k.as_str(), header(&headers, k.as_str())))
+        .collect();
     Json(json!({
         "replica": state.replica_id(),
         "request_id": id,
@@ -73,6 +79,7 @@ pub struct SlowQuery {
 /// Answers after `ms` milliseconds (at most 60 s): a stand-in for a slow endpoint.
 pub async fn slow(State(state): State<AppState>, Query(q): Query<SlowQuery>) -> Json<Value> {
     let ms = q.ms.unwrap_or(1000).min(60_000);
+    tracing::info!(ms, "slow request started");
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Json(json!({ "slept_ms": ms, "replica": state.replica_id() }))
 }
@@ -89,7 +96,11 @@ pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Res
 }
 
 async fn echo_socket(mut socket: WebSocket, replica: String) {
-    if socket.send(Message::Text(format!("hello from {replica}").into())).await.is_err() {
+    if socket
+        .send(Message::Text(format!("hello from {replica}").into()))
+        .await
+        .is_err()
+    {
         return;
     }
     while let Some(Ok(msg)) = socket.recv().await {
@@ -110,5 +121,9 @@ pub async fn not_found() -> ApiError {
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed",
+    )
 }

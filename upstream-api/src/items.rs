@@ -84,21 +84,43 @@ pub async fn create(
     let Json(new) = body.map_err(rejection)?;
     validate(&new)?;
     let id = state.items().next_id.fetch_add(1, Ordering::Relaxed) + 1;
-    let item = Item { id, name: new.name.trim().to_owned(), quantity: new.quantity };
+    let item = Item {
+        id,
+        name: new.name.trim().to_owned(),
+        quantity: new.quantity,
+    };
     state.items().lock().insert(id, item.clone());
     Ok((StatusCode::CREATED, Json(item)))
 }
 
 fn parse_id(raw: &str) -> Result<u64, ApiError> {
-    raw.parse().map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "invalid_id", "item id must be a positive integer"))
+    raw.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            "item id must be a positive integer",
+        )
+    })
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Json<Item>, ApiError> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Item>, ApiError> {
     let id = parse_id(&raw)?;
-    state.items().lock().get(&id).cloned().map(Json).ok_or_else(|| ApiError::not_found("item"))
+    state
+        .items()
+        .lock()
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("item"))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(raw): Path<String>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<StatusCode, ApiError> {
     let id = parse_id(&raw)?;
     match state.items().lock().remove(&id) {
         Some(_) => Ok(StatusCode::NO_CONTENT),
@@ -112,9 +134,25 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(validate(&NewItem { name: "ok".into(), quantity: 1 }).is_ok());
-        assert!(validate(&NewItem { name: "  ".into(), quantity: 1 }).is_err());
-        assert!(validate(&NewItem { name: "x".repeat(101), quantity: 1 }).is_err());
-        assert!(validate(&NewItem { name: "x".into(), quantity: 2_000_000 }).is_err());
+        assert!(validate(&NewItem {
+            name: "ok".into(),
+            quantity: 1
+        })
+        .is_ok());
+        assert!(validate(&NewItem {
+            name: "  ".into(),
+            quantity: 1
+        })
+        .is_err());
+        assert!(validate(&NewItem {
+            name: "x".repeat(101),
+            quantity: 1
+        })
+        .is_err());
+        assert!(validate(&NewItem {
+            name: "x".into(),
+            quantity: 2_000_000
+        })
+        .is_err());
     }
 }

@@ -6,6 +6,8 @@
 //! the in-image health check client; `serve()` runs until a shutdown signal, then goes
 //! not-ready, waits the drain delay and lets in-flight requests finish.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod error;
 mod handlers;
 mod items;
@@ -103,11 +105,16 @@ pub async fn serve(
     let app = app(state.clone());
     let drained = async move {
         shutdown.await;
-        tracing::info!(drain_delay_ms = drain_delay.as_millis() as u64, "shutdown requested: draining");
+        tracing::info!(
+            drain_delay_ms = drain_delay.as_millis() as u64,
+            "shutdown requested: draining"
+        );
         state.set_draining();
         tokio::time::sleep(drain_delay).await;
     };
-    axum::serve(listener, app).with_graceful_shutdown(drained).await?;
+    axum::serve(listener, app)
+        .with_graceful_shutdown(drained)
+        .await?;
     tracing::info!("all requests finished: exiting");
     Ok(())
 }
@@ -115,7 +122,10 @@ pub async fn serve(
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         // Without signal handlers we can only run until killed.
         std::future::pending::<()>().await;
         return;

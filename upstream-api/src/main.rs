@@ -31,7 +31,8 @@ struct Args {
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    upstream_api::parse_duration(s).ok_or_else(|| format!("invalid duration {s:?} (e.g. 500ms, 5s)"))
+    upstream_api::parse_duration(s)
+        .ok_or_else(|| format!("invalid duration {s:?} (e.g. 500ms, 5s)"))
 }
 
 #[tokio::main]
@@ -56,7 +57,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match serve(listener, state, upstream_api::shutdown_signal(), args.drain_delay).await {
+    match serve(
+        listener,
+        state,
+        upstream_api::shutdown_signal(),
+        args.drain_delay,
+    )
+    .await
+    {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server error");

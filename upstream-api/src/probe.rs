@@ -8,7 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Ok when `GET /healthz` on `addr` answers 200 within 3 seconds.
 pub async fn probe(addr: SocketAddr) -> Result<(), String> {
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+        let mut s = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| e.to_string())?;
         s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
             .await
             .map_err(|e| e.to_string())?;
@@ -17,8 +19,13 @@ pub async fn probe(addr: SocketAddr) -> Result<(), String> {
         if buf.starts_with(b"HTTP/1.1 200") {
             Ok(())
         } else {
-            Err(format!("unexpected answer: {}", String::from_utf8_lossy(&buf[..buf.len().min(40)])))
+            Err(format!(
+                "unexpected answer: {}",
+                String::from_utf8_lossy(&buf[..buf.len().min(40)])
+            ))
         }
     };
-    tokio::time::timeout(Duration::from_secs(3), attempt).await.map_err(|_| "timed out".to_string())?
+    tokio::time::timeout(Duration::from_secs(3), attempt)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }

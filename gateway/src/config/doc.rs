@@ -54,9 +54,8 @@ impl<'a> Node<'a> {
             (Node::Item(Item::Value(Value::InlineTable(t))), Seg::Key(k))
             | (Node::Value(Value::InlineTable(t)), Seg::Key(k)) => t.get(k).map(Node::Value),
             (Node::Item(Item::ArrayOfTables(a)), Seg::Index(i)) => a.get(*i).map(Node::Table),
-            (Node::Item(Item::Value(Value::Array(a))), Seg::Index(i)) | (Node::Value(Value::Array(a)), Seg::Index(i)) => {
-                a.get(*i).map(Node::Value)
-            }
+            (Node::Item(Item::Value(Value::Array(a))), Seg::Index(i))
+            | (Node::Value(Value::Array(a)), Seg::Index(i)) => a.get(*i).map(Node::Value),
             _ => None,
         }
     }
@@ -110,7 +109,11 @@ pub fn expand_env(
                     edits.push((span, Value::from(expanded).to_string().trim().to_owned()));
                 }
             }
-            Err(message) => errors.push(ExpandError { span: value.span(), path: path.to_vec(), message }),
+            Err(message) => errors.push(ExpandError {
+                span: value.span(),
+                path: path.to_vec(),
+                message,
+            }),
         }
     });
     if !errors.is_empty() {
@@ -178,13 +181,18 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
             out.push_str("${");
             rest = r;
         } else if let Some(r) = rest.strip_prefix("${") {
-            let end = r.find('}').ok_or_else(|| format!("unclosed \"${{\" in {s:?}"))?;
+            let end = r
+                .find('}')
+                .ok_or_else(|| format!("unclosed \"${{\" in {s:?}"))?;
             let inner = &r[..end];
             let (name, default) = match inner.split_once(":-") {
                 Some((n, d)) => (n, Some(d)),
                 None => (inner, None),
             };
-            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(format!("invalid variable name {name:?} in {s:?}"));
@@ -197,7 +205,9 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 }
             };
             if value.chars().any(char::is_control) {
-                return Err(format!("environment variable {name} contains control characters"));
+                return Err(format!(
+                    "environment variable {name} contains control characters"
+                ));
             }
             out.push_str(&value);
             rest = &r[end + 1..];
@@ -225,17 +235,27 @@ mod tests {
     #[test]
     fn expands_vars_and_defaults() {
         assert_eq!(expand_str("${DOMAIN}", &env).as_deref(), Ok("example.com"));
-        assert_eq!(expand_str("a.${MISSING:-localhost}", &env).as_deref(), Ok("a.localhost"));
+        assert_eq!(
+            expand_str("a.${MISSING:-localhost}", &env).as_deref(),
+            Ok("a.localhost")
+        );
         assert_eq!(expand_str("${EMPTY:-x}", &env).as_deref(), Ok("x"));
-        assert_eq!(expand_str("cost $5 $${LIT}", &env).as_deref(), Ok("cost $5 ${LIT}"));
-        assert!(expand_str("${MISSING}", &env).unwrap_err().contains("MISSING is not set"));
+        assert_eq!(
+            expand_str("cost $5 $${LIT}", &env).as_deref(),
+            Ok("cost $5 ${LIT}")
+        );
+        assert!(expand_str("${MISSING}", &env)
+            .unwrap_err()
+            .contains("MISSING is not set"));
         assert!(expand_str("${1BAD}", &env).is_err());
         assert!(expand_str("${OPEN", &env).is_err());
     }
 
     #[test]
     fn expansion_keeps_lines_and_quotes_safely() {
-        let doc = ImDocument::parse("a = 1\nhost = \"${DOMAIN}\"\nx = \"${Q:-a\\\"b}\"\n".to_owned()).unwrap();
+        let doc =
+            ImDocument::parse("a = 1\nhost = \"${DOMAIN}\"\nx = \"${Q:-a\\\"b}\"\n".to_owned())
+                .unwrap();
         let text = expand_env(&doc, &env).unwrap();
         assert_eq!(text.lines().count(), 3);
         let parsed: toml::Table = toml::from_str(&text).unwrap();
@@ -246,9 +266,26 @@ mod tests {
     fn span_of_nested_paths() {
         let src = "[pools.api]\nreplicas = [\"a:1\", \"b:2\"]\n\n[[routes]]\npool = \"x\"\n";
         let doc = ImDocument::parse(src.to_owned()).unwrap();
-        let span = span_of(&doc, &[Seg::Key("pools".into()), Seg::Key("api".into()), Seg::Key("replicas".into()), Seg::Index(1)]).unwrap();
+        let span = span_of(
+            &doc,
+            &[
+                Seg::Key("pools".into()),
+                Seg::Key("api".into()),
+                Seg::Key("replicas".into()),
+                Seg::Index(1),
+            ],
+        )
+        .unwrap();
         assert_eq!(&src[span], "\"b:2\"");
-        let span = span_of(&doc, &[Seg::Key("routes".into()), Seg::Index(0), Seg::Key("pool".into())]).unwrap();
+        let span = span_of(
+            &doc,
+            &[
+                Seg::Key("routes".into()),
+                Seg::Index(0),
+                Seg::Key("pool".into()),
+            ],
+        )
+        .unwrap();
         assert_eq!(&src[span], "\"x\"");
     }
 }

@@ -63,7 +63,12 @@ impl Locator<'_> {
         (line, col)
     }
 
-    pub fn error(&self, span: Option<Range<usize>>, key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub fn error(
+        &self,
+        span: Option<Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),
             position: span.map(|s| self.position(s.start)),
@@ -79,7 +84,10 @@ mod tests {
 
     #[test]
     fn positions_are_one_based() {
-        let l = Locator { file: Path::new("x.toml"), text: "a = 1\nbb = 2\n" };
+        let l = Locator {
+            file: Path::new("x.toml"),
+            text: "a = 1\nbb = 2\n",
+        };
         assert_eq!(l.position(0), (1, 1));
         assert_eq!(l.position(6), (2, 1));
         assert_eq!(l.position(11), (2, 6));
@@ -93,6 +101,9 @@ mod tests {
             key: "routes[0].pool".into(),
             message: "no pool named \"x\"".into(),
         };
-        assert_eq!(e.to_string(), "g.toml:3:7: routes[0].pool: no pool named \"x\"");
+        assert_eq!(
+            e.to_string(),
+            "g.toml:3:7: routes[0].pool: no pool named \"x\""
+        );
     }
 }

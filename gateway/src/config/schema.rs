@@ -98,9 +98,11 @@ pub struct Dur(pub Duration);
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(Dur)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}); write e.g. \"500ms\", \"10s\", \"1m\"")))
+        humantime::parse_duration(&s).map(Dur).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}); write e.g. \"500ms\", \"10s\", \"1m\""
+            ))
+        })
     }
 }
 
@@ -116,6 +118,10 @@ impl<'de> Deserialize<'de> for Cidr {
         }
         s.parse::<std::net::IpAddr>()
             .map(|ip| Cidr(IpNet::from(ip)))
-            .map_err(|_| serde::de::Error::custom(format!("invalid address or CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\"")))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "invalid address or CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""
+                ))
+            })
     }
 }

@@ -37,21 +37,48 @@ pub fn parse_and_validate(
 ) -> Result<Config, ConfigErrors> {
     let raw = Locator { file: path, text };
     let document = ImDocument::parse(text.to_owned()).map_err(|e| {
-        ConfigErrors(vec![raw.error(e.span(), "", format!("invalid TOML: {}", e.message().trim()))])
+        ConfigErrors(vec![raw.error(
+            e.span(),
+            "",
+            format!("invalid TOML: {}", e.message().trim()),
+        )])
     })?;
     let expanded = doc::expand_env(&document, env).map_err(|errs| {
-        ConfigErrors(errs.into_iter().map(|e| raw.error(e.span, doc::render(&e.path), e.message)).collect())
+        ConfigErrors(
+            errs.into_iter()
+                .map(|e| raw.error(e.span, doc::render(&e.path), e.message))
+                .collect(),
+        )
     })?;
-    let loc = Locator { file: path, text: &expanded };
+    let loc = Locator {
+        file: path,
+        text: &expanded,
+    };
     let document = ImDocument::parse(expanded.clone()).map_err(|e| {
-        ConfigErrors(vec![loc.error(e.span(), "", format!("invalid TOML after ${{VAR}} expansion: {}", e.message().trim()))])
+        ConfigErrors(vec![loc.error(
+            e.span(),
+            "",
+            format!(
+                "invalid TOML after ${{VAR}} expansion: {}",
+                e.message().trim()
+            ),
+        )])
     })?;
-    let file: schema::File = serde_path_to_error::deserialize(toml::Deserializer::new(&expanded)).map_err(|e| {
+    let file: schema::File = serde_path_to_error::deserialize(toml::Deserializer::new(&expanded))
+        .map_err(|e| {
         let key = serde_path(e.path());
         let inner = e.inner();
-        ConfigErrors(vec![loc.error(inner.span(), key, inner.message().trim().to_owned())])
+        ConfigErrors(vec![loc.error(
+            inner.span(),
+            key,
+            inner.message().trim().to_owned(),
+        )])
     })?;
-    let mut v = Validator { loc, doc: &document, errors: Vec::new() };
+    let mut v = Validator {
+        loc,
+        doc: &document,
+        errors: Vec::new(),
+    };
     let config = v.config(path, file);
     if v.errors.is_empty() {
         Ok(config)
@@ -87,7 +114,8 @@ fn key(k: &str) -> Seg {
 impl Validator<'_> {
     fn err(&mut self, path: &[Seg], message: impl Into<String>) {
         let span = doc::span_of(self.doc, path);
-        self.errors.push(self.loc.error(span, doc::render(path), message));
+        self.errors
+            .push(self.loc.error(span, doc::render(path), message));
     }
 
     fn positive(&mut self, path: &[Seg], d: Option<Dur>, default: Duration) -> Duration {
@@ -108,7 +136,14 @@ impl Validator<'_> {
         let pool_names: Vec<String> = file.pools.keys().cloned().collect();
         let pools = self.pools(file.pools);
         let routes = self.routes(file.routes, &pool_names);
-        Config { source: path.to_path_buf(), server, log, listeners, pools, routes }
+        Config {
+            source: path.to_path_buf(),
+            server,
+            log,
+            listeners,
+            pools,
+            routes,
+        }
     }
 
     fn server(&mut self, s: schema::ServerSection) -> Server {
@@ -121,26 +156,45 @@ impl Validator<'_> {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let shutdown_grace = s.shutdown_grace.map_or(defaults::SHUTDOWN_GRACE, |d| d.0);
-        Server { threads, shutdown_grace, trusted_proxies: s.trusted_proxies.into_iter().map(|c| c.0).collect() }
+        Server {
+            threads,
+            shutdown_grace,
+            trusted_proxies: s.trusted_proxies.into_iter().map(|c| c.0).collect(),
+        }
     }
 
     fn log(&mut self, l: schema::LogSection) -> Log {
         let level = l.level.unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
-            self.err(&[key("log"), key("level")], format!("invalid log level {level:?}; write e.g. \"info\" or \"warn,gateway=debug\""));
+            self.err(
+                &[key("log"), key("level")],
+                format!(
+                    "invalid log level {level:?}; write e.g. \"info\" or \"warn,gateway=debug\""
+                ),
+            );
         }
-        Log { level, format: l.format.unwrap_or_default(), access_log: l.access_log.unwrap_or(true) }
+        Log {
+            level,
+            format: l.format.unwrap_or_default(),
+            access_log: l.access_log.unwrap_or(true),
+        }
     }
 
     fn listeners(&mut self, ls: &[schema::ListenerSection]) -> Vec<Listener> {
         if ls.is_empty() {
-            self.err(&[key("listeners")], "at least one [[listeners]] entry with an address is required");
+            self.err(
+                &[key("listeners")],
+                "at least one [[listeners]] entry with an address is required",
+            );
         }
         let mut seen = HashSet::new();
         let mut out = Vec::new();
         for (i, l) in ls.iter().enumerate() {
             if !seen.insert(l.address) {
-                self.err(&[key("listeners"), Seg::Index(i), key("address")], format!("address {} is listed twice", l.address));
+                self.err(
+                    &[key("listeners"), Seg::Index(i), key("address")],
+                    format!("address {} is listed twice", l.address),
+                );
             }
             out.push(Listener { address: l.address });
         }
@@ -153,10 +207,16 @@ impl Validator<'_> {
             let base = [key("pools"), key(&name)];
             let at = |k: &str| [base[0].clone(), base[1].clone(), key(k)];
             if !valid_name(&name) {
-                self.err(&base, "pool names may use letters, digits, '-' and '_' only");
+                self.err(
+                    &base,
+                    "pool names may use letters, digits, '-' and '_' only",
+                );
             }
             if p.replicas.is_empty() {
-                self.err(&at("replicas"), "a pool needs at least one replica (\"host:port\")");
+                self.err(
+                    &at("replicas"),
+                    "a pool needs at least one replica (\"host:port\")",
+                );
             }
             let mut seen = HashSet::new();
             for (i, r) in p.replicas.iter().enumerate() {
@@ -168,12 +228,25 @@ impl Validator<'_> {
                     self.err(&rp, format!("replica {r:?} is listed twice"));
                 }
             }
-            let connect_timeout = self.positive(&at("connect_timeout"), p.connect_timeout, defaults::CONNECT_TIMEOUT);
-            let read_timeout = self.positive(&at("read_timeout"), p.read_timeout, defaults::READ_TIMEOUT);
-            let write_timeout = self.positive(&at("write_timeout"), p.write_timeout, defaults::WRITE_TIMEOUT);
-            let idle_timeout = self.positive(&at("idle_timeout"), p.idle_timeout, defaults::IDLE_TIMEOUT);
-            let upgrade_idle_timeout =
-                self.positive(&at("upgrade_idle_timeout"), p.upgrade_idle_timeout, defaults::UPGRADE_IDLE_TIMEOUT);
+            let connect_timeout = self.positive(
+                &at("connect_timeout"),
+                p.connect_timeout,
+                defaults::CONNECT_TIMEOUT,
+            );
+            let read_timeout =
+                self.positive(&at("read_timeout"), p.read_timeout, defaults::READ_TIMEOUT);
+            let write_timeout = self.positive(
+                &at("write_timeout"),
+                p.write_timeout,
+                defaults::WRITE_TIMEOUT,
+            );
+            let idle_timeout =
+                self.positive(&at("idle_timeout"), p.idle_timeout, defaults::IDLE_TIMEOUT);
+            let upgrade_idle_timeout = self.positive(
+                &at("upgrade_idle_timeout"),
+                p.upgrade_idle_timeout,
+                defaults::UPGRADE_IDLE_TIMEOUT,
+            );
             let health = p.health.map(|h| self.health(&at("health"), h));
             out.push(Pool {
                 name: Arc::from(name.as_str()),
@@ -198,7 +271,10 @@ impl Validator<'_> {
         };
         let path = h.path.unwrap_or_else(|| defaults::HEALTH_PATH.to_owned());
         if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-            self.err(&at("path"), format!("health check path {path:?} must start with '/' and contain no spaces"));
+            self.err(
+                &at("path"),
+                format!("health check path {path:?} must start with '/' and contain no spaces"),
+            );
         }
         let interval = self.positive(&at("interval"), h.interval, defaults::HEALTH_INTERVAL);
         let timeout = self.positive(&at("timeout"), h.timeout, defaults::HEALTH_TIMEOUT);
@@ -211,8 +287,18 @@ impl Validator<'_> {
             None => d,
         };
         let healthy_after = count("healthy_after", h.healthy_after, defaults::HEALTHY_AFTER);
-        let unhealthy_after = count("unhealthy_after", h.unhealthy_after, defaults::UNHEALTHY_AFTER);
-        Health { path, interval, timeout, healthy_after, unhealthy_after }
+        let unhealthy_after = count(
+            "unhealthy_after",
+            h.unhealthy_after,
+            defaults::UNHEALTHY_AFTER,
+        );
+        Health {
+            path,
+            interval,
+            timeout,
+            healthy_after,
+            unhealthy_after,
+        }
     }
 
     fn routes(&mut self, routes: Vec<schema::RouteSection>, pool_names: &[String]) -> Vec<Route> {
@@ -231,13 +317,23 @@ impl Validator<'_> {
             };
             let path = r.path.unwrap_or_else(|| "/".to_owned());
             if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-                self.err(&at("path"), format!("path prefix {path:?} must start with '/' and contain no spaces"));
+                self.err(
+                    &at("path"),
+                    format!("path prefix {path:?} must start with '/' and contain no spaces"),
+                );
             }
             let pool = match pool_names.iter().position(|p| *p == r.pool) {
                 Some(i) => i,
                 None => {
-                    let known = if pool_names.is_empty() { "none are defined".to_owned() } else { pool_names.join(", ") };
-                    self.err(&at("pool"), format!("no pool named {:?} (pools: {known})", r.pool));
+                    let known = if pool_names.is_empty() {
+                        "none are defined".to_owned()
+                    } else {
+                        pool_names.join(", ")
+                    };
+                    self.err(
+                        &at("pool"),
+                        format!("no pool named {:?} (pools: {known})", r.pool),
+                    );
                     0
                 }
             };
@@ -245,36 +341,53 @@ impl Validator<'_> {
                 Some(h) => format!("{h}{path}"),
                 None => path.clone(),
             });
-            if !names.insert(name.clone()) {
-                self.err(&at("name"), format!("route name {name:?} is used twice"));
-            }
             if !places.insert((host.clone(), path.clone())) {
                 let h = r.host.as_deref().unwrap_or("any host");
-                self.err(&at("path"), format!("duplicate route: {h} with path {path:?} is already routed"));
+                self.err(
+                    &at("path"),
+                    format!("duplicate route: {h} with path {path:?} is already routed"),
+                );
+            } else if !names.insert(name.clone()) {
+                self.err(&at("name"), format!("route name {name:?} is used twice"));
             }
-            out.push(Route { name: Arc::from(name.as_str()), host, path, strip_prefix: r.strip_prefix, pool });
+            out.push(Route {
+                name: Arc::from(name.as_str()),
+                host,
+                path,
+                strip_prefix: r.strip_prefix,
+                pool,
+            });
         }
         if out.is_empty() {
-            self.err(&[key("routes")], "at least one [[routes]] entry is required");
+            self.err(
+                &[key("routes")],
+                "at least one [[routes]] entry is required",
+            );
         }
         out
     }
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `host:port`, with a DNS name, IPv4, or `[IPv6]` host and a non-zero port.
 fn check_replica(r: &str) -> Result<(), String> {
-    let bad = || format!("replica {r:?} must be \"host:port\" (e.g. \"api:8000\" or \"127.0.0.1:8001\")");
+    let bad =
+        || format!("replica {r:?} must be \"host:port\" (e.g. \"api:8000\" or \"127.0.0.1:8001\")");
     let (host, port) = r.rsplit_once(':').ok_or_else(bad)?;
     match port.parse::<u16>() {
         Ok(p) if p > 0 => {}
         _ => return Err(bad()),
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6.parse::<std::net::Ipv6Addr>().map(|_| ()).map_err(|_| bad());
+        return v6
+            .parse::<std::net::Ipv6Addr>()
+            .map(|_| ())
+            .map_err(|_| bad());
     }
     if host.parse::<std::net::Ipv4Addr>().is_ok() || valid_dns_name(host) {
         Ok(())
@@ -291,7 +404,8 @@ fn valid_dns_name(h: &str) -> bool {
                 && l.len() <= 63
                 && !l.starts_with('-')
                 && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && l.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
 }
 
@@ -313,8 +427,10 @@ mod tests {
     use std::path::Path;
 
     fn check(src: &str) -> Result<super::Config, Vec<String>> {
-        load_str(Path::new("t.toml"), src, &|n| (n == "DOMAIN").then(|| "example.com".to_owned()))
-            .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
+        load_str(Path::new("t.toml"), src, &|n| {
+            (n == "DOMAIN").then(|| "example.com".to_owned())
+        })
+        .map_err(|e| e.0.iter().map(|e| e.to_string()).collect())
     }
 
     const GOOD: &str = r#"
@@ -336,8 +452,14 @@ pool = "api"
     #[test]
     fn good_config_is_typed() {
         let c = check(GOOD).unwrap();
-        assert_eq!(c.pools[0].health.as_ref().unwrap().interval, std::time::Duration::from_secs(2));
-        assert_eq!(c.routes[0].host, Some(super::HostMatch::Exact("example.com".into())));
+        assert_eq!(
+            c.pools[0].health.as_ref().unwrap().interval,
+            std::time::Duration::from_secs(2)
+        );
+        assert_eq!(
+            c.routes[0].host,
+            Some(super::HostMatch::Exact("example.com".into()))
+        );
         assert_eq!(&*c.routes[0].name, "example.com/api");
     }
 
@@ -345,44 +467,80 @@ pool = "api"
     fn unknown_key_names_line_and_key() {
         let errs = check(&GOOD.replace("interval = \"2s\"", "intervall = \"2s\"")).unwrap_err();
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("t.toml:9:1: pools.api.health.intervall: "), "{}", errs[0]);
+        assert!(
+            errs[0].starts_with("t.toml:9:1: pools.api.health.intervall: "),
+            "{}",
+            errs[0]
+        );
         assert!(errs[0].contains("unknown field `intervall`"), "{}", errs[0]);
     }
 
     #[test]
     fn bad_duration_names_line_and_key() {
         let errs = check(&GOOD.replace("\"2s\"", "\"2 parsecs\"")).unwrap_err();
-        assert!(errs[0].starts_with("t.toml:9:12: pools.api.health.interval: invalid duration"), "{}", errs[0]);
+        assert!(
+            errs[0].starts_with("t.toml:9:12: pools.api.health.interval: invalid duration"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
     fn missing_pool_and_empty_pool_are_both_reported() {
-        let src = GOOD.replace("pool = \"api\"", "pool = \"web\"").replace("replicas = [\"127.0.0.1:8001\", \"api:8000\"]", "replicas = []");
+        let src = GOOD.replace("pool = \"api\"", "pool = \"web\"").replace(
+            "replicas = [\"127.0.0.1:8001\", \"api:8000\"]",
+            "replicas = []",
+        );
         let errs = check(&src).unwrap_err();
         assert_eq!(errs.len(), 2, "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("t.toml:6:12: pools.api.replicas: a pool needs")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.starts_with("t.toml:14:8: routes[0].pool: no pool named \"web\"")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("t.toml:6:12: pools.api.replicas: a pool needs")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("t.toml:14:8: routes[0].pool: no pool named \"web\"")),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn duplicate_route_is_an_error() {
         let src = format!("{GOOD}\n[[routes]]\nhost = \"example.com\"\npath = \"/api\"\npool = \"api\"\nname = \"again\"\n");
         let errs = check(&src).unwrap_err();
-        assert!(errs[0].contains("routes[1].path: duplicate route"), "{errs:?}");
+        assert!(
+            errs[0].contains("routes[1].path: duplicate route"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn unset_variable_is_an_error_with_place() {
         let errs = check(&GOOD.replace("${DOMAIN}", "${NOPE}")).unwrap_err();
-        assert!(errs[0].starts_with("t.toml:12:8: routes[0].host: environment variable NOPE is not set"), "{errs:?}");
+        assert!(
+            errs[0]
+                .starts_with("t.toml:12:8: routes[0].host: environment variable NOPE is not set"),
+            "{errs:?}"
+        );
     }
 
     #[test]
     fn bad_replica_and_host() {
-        let src = GOOD.replace("api:8000", "api").replace("${DOMAIN}", "exa mple.com");
+        let src = GOOD
+            .replace("api:8000", "api")
+            .replace("${DOMAIN}", "exa mple.com");
         let errs = check(&src).unwrap_err();
-        assert!(errs.iter().any(|e| e.contains("pools.api.replicas[1]: replica \"api\" must be")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.contains("routes[0].host: invalid host")), "{errs:?}");
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("pools.api.replicas[1]: replica \"api\" must be")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("routes[0].host: invalid host")),
+            "{errs:?}"
+        );
     }
 
     #[test]

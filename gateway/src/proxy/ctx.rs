@@ -49,7 +49,8 @@ impl Ctx {
     }
 
     pub fn route(&self) -> Option<&Route> {
-        self.route.and_then(|i| self.snapshot.router.routes().get(i))
+        self.route
+            .and_then(|i| self.snapshot.router.routes().get(i))
     }
 
     pub fn pool(&self) -> Option<&Arc<Pool>> {

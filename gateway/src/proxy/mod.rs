@@ -32,7 +32,9 @@ impl Gateway {
     /// Whether another attempt makes sense: the pool allows more, and a healthy replica
     /// this request has not tried yet exists.
     fn can_retry(ctx: &Ctx) -> bool {
-        ctx.pool().is_some_and(|p| ctx.tried.len() <= p.config.max_retries && p.select(&ctx.tried).is_some())
+        ctx.pool().is_some_and(|p| {
+            ctx.tried.len() <= p.config.max_retries && p.select(&ctx.tried).is_some()
+        })
     }
 }
 
@@ -49,8 +51,10 @@ impl ProxyHttp for Gateway {
         ctx.request_id = request_id::choose(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
         let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
-        ctx.client_ip =
-            session.client_addr().and_then(|a| a.as_inet()).map(|a| headers::client_ip(a.ip(), xff, trusted));
+        ctx.client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
 
         let path = req.uri.path();
@@ -68,7 +72,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let picked = ctx.pool().map(|pool| (pool.select(&ctx.tried), Arc::clone(pool)));
+        let picked = ctx
+            .pool()
+            .map(|pool| (pool.select(&ctx.tried), Arc::clone(pool)));
         match picked {
             Some((Some(addr), pool)) => {
                 ctx.tried.push(addr);
@@ -95,10 +101,17 @@ impl ProxyHttp for Gateway {
         up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
 
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
-        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
         if let Some(peer) = peer {
-            let xff = headers::forwarded_for(peer, up.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()), trusted);
+            let xff = headers::forwarded_for(
+                peer,
+                up.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+                trusted,
+            );
             up.insert_header(X_FORWARDED_FOR, xff)?;
         }
         // A trusted proxy in front of us knows the original scheme and host; anyone else
@@ -107,7 +120,11 @@ impl ProxyHttp for Gateway {
             up.insert_header(X_FORWARDED_PROTO, "http")?;
         }
         if !(from_trusted && up.headers.contains_key(X_FORWARDED_HOST)) {
-            let host = session.req_header().headers.get(http::header::HOST).cloned();
+            let host = session
+                .req_header()
+                .headers
+                .get(http::header::HOST)
+                .cloned();
             match host {
                 Some(h) => up.insert_header(X_FORWARDED_HOST, h)?,
                 None => {
@@ -122,13 +139,20 @@ impl ProxyHttp for Gateway {
                 Some(q) => format!("{path}?{q}"),
                 None => path.into_owned(),
             };
-            let uri = uri.parse::<http::Uri>().map_err(|e| Error::because(ErrorType::InternalError, "strip prefix", e))?;
+            let uri = uri
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "strip prefix", e))?;
             up.set_uri(uri);
         }
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         ctx.response_started = true;
         for name in headers::response_hop_by_hop(&resp.headers) {
             resp.remove_header(&name);
@@ -136,7 +160,13 @@ impl ProxyHttp for Gateway {
         respond::finish_headers(resp, ctx)
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         // Nothing reached the replica, so another one may take any request, POST included.
         ctx.last_failure = GatewayError::classify(&e);
         let retry = Self::can_retry(ctx);
@@ -170,6 +200,9 @@ impl ProxyHttp for Gateway {
         let err = ctx.failure.take().or_else(|| GatewayError::classify(e));
         let error_code = match err {
             Some(err) if session.response_written().is_none() => {
+                // pingora does not reuse a client connection after a proxy failure, so
+                // the response must say so, or the client's next request hits a reset.
+                session.set_keepalive(None);
                 if let Err(write_err) = send_error(session, ctx, err).await {
                     tracing::debug!(request_id = %ctx.request_id, error = %write_err, "could not send error response");
                 }
@@ -179,7 +212,10 @@ impl ProxyHttp for Gateway {
             Some(err) => err.status(),
             None => 0,
         };
-        FailToProxy { error_code, can_reuse_downstream: false }
+        FailToProxy {
+            error_code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -187,6 +223,10 @@ impl ProxyHttp for Gateway {
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
-        format!("{}, request_id: {}", session.as_ref().request_summary(), ctx.request_id)
+        format!(
+            "{}, request_id: {}",
+            session.as_ref().request_summary(),
+            ctx.request_id
+        )
     }
 }

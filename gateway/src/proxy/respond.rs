@@ -99,7 +99,11 @@ pub fn error_body(err: GatewayError, request_id: &str) -> Bytes {
 }
 
 /// Writes `err` as the whole response.
-pub async fn send_error(session: &mut Session, ctx: &Ctx, err: GatewayError) -> pingora_core::Result<()> {
+pub async fn send_error(
+    session: &mut Session,
+    ctx: &Ctx,
+    err: GatewayError,
+) -> pingora_core::Result<()> {
     let body = error_body(err, &ctx.request_id);
     let mut resp = ResponseHeader::build(err.status(), Some(5))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -107,7 +111,9 @@ pub async fn send_error(session: &mut Session, ctx: &Ctx, err: GatewayError) -> 
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
     finish_headers(&mut resp, ctx)?;
     let head_only = session.req_header().method == http::Method::HEAD;
-    session.write_response_header(Box::new(resp), head_only).await?;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
     }
@@ -130,12 +136,30 @@ mod tests {
             e.as_down();
             e
         };
-        assert_eq!(GatewayError::classify(&up(ErrorType::ConnectRefused)), Some(GatewayError::BadGateway));
-        assert_eq!(GatewayError::classify(&up(ErrorType::ConnectTimedout)), Some(GatewayError::GatewayTimeout));
-        assert_eq!(GatewayError::classify(&up(ErrorType::ReadTimedout)), Some(GatewayError::GatewayTimeout));
-        assert_eq!(GatewayError::classify(&up(ErrorType::ConnectionClosed)), Some(GatewayError::BadGateway));
-        assert_eq!(GatewayError::classify(&down(ErrorType::ConnectionClosed)), None);
-        assert_eq!(GatewayError::classify(&down(ErrorType::InvalidHTTPHeader)), Some(GatewayError::BadRequest));
+        assert_eq!(
+            GatewayError::classify(&up(ErrorType::ConnectRefused)),
+            Some(GatewayError::BadGateway)
+        );
+        assert_eq!(
+            GatewayError::classify(&up(ErrorType::ConnectTimedout)),
+            Some(GatewayError::GatewayTimeout)
+        );
+        assert_eq!(
+            GatewayError::classify(&up(ErrorType::ReadTimedout)),
+            Some(GatewayError::GatewayTimeout)
+        );
+        assert_eq!(
+            GatewayError::classify(&up(ErrorType::ConnectionClosed)),
+            Some(GatewayError::BadGateway)
+        );
+        assert_eq!(
+            GatewayError::classify(&down(ErrorType::ConnectionClosed)),
+            None
+        );
+        assert_eq!(
+            GatewayError::classify(&down(ErrorType::InvalidHTTPHeader)),
+            Some(GatewayError::BadRequest)
+        );
     }
 
     #[test]

@@ -32,10 +32,18 @@ pub struct PoolHealthCheck {
 }
 
 impl PoolHealthCheck {
-    pub fn new(pool: &Arc<str>, h: &config::Health, replicas: &[String], first_pass_done: Arc<AtomicBool>) -> Self {
+    pub fn new(
+        pool: &Arc<str>,
+        h: &config::Health,
+        replicas: &[String],
+        first_pass_done: Arc<AtomicBool>,
+    ) -> Self {
         // Send the Host an app expects from its own name (frameworks that check Host
         // would fail a check sent with an arbitrary one).
-        let host = replicas.first().and_then(|r| r.rsplit_once(':')).map_or("localhost", |(h, _)| h);
+        let host = replicas
+            .first()
+            .and_then(|r| r.rsplit_once(':'))
+            .map_or("localhost", |(h, _)| h);
         let mut inner = HttpHealthCheck::new(host, false);
         inner.peer_template.options.connection_timeout = Some(h.timeout);
         inner.peer_template.options.read_timeout = Some(h.timeout);
@@ -49,7 +57,10 @@ impl PoolHealthCheck {
             if resp.status.is_success() {
                 Ok(())
             } else {
-                Error::e_explain(CustomCode("health check status", resp.status.as_u16()), "not a 2xx")
+                Error::e_explain(
+                    CustomCode("health check status", resp.status.as_u16()),
+                    "not a 2xx",
+                )
             }
         }));
         PoolHealthCheck {
@@ -123,7 +134,9 @@ impl BackgroundService for HealthService {
             let snapshot = self.state.load_full();
             let now = Instant::now();
             for pool in snapshot.pools.iter() {
-                let Some(interval) = pool.health_interval() else { continue };
+                let Some(interval) = pool.health_interval() else {
+                    continue;
+                };
                 let id = Arc::as_ptr(pool) as usize;
                 let next = due.entry(id).or_insert(now + interval);
                 if *next <= now && pool.try_start_check() {
@@ -135,7 +148,12 @@ impl BackgroundService for HealthService {
                     });
                 }
             }
-            due.retain(|id, _| snapshot.pools.iter().any(|p| Arc::as_ptr(p) as usize == *id));
+            due.retain(|id, _| {
+                snapshot
+                    .pools
+                    .iter()
+                    .any(|p| Arc::as_ptr(p) as usize == *id)
+            });
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },

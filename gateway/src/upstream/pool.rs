@@ -46,12 +46,21 @@ impl Pool {
         let mut backends = Backends::new(Static::new(backends));
         let first_pass_done = Arc::new(AtomicBool::new(false));
         if let Some(h) = &cfg.health {
-            let check = PoolHealthCheck::new(&cfg.name, h, &cfg.replicas, Arc::clone(&first_pass_done));
+            let check =
+                PoolHealthCheck::new(&cfg.name, h, &cfg.replicas, Arc::clone(&first_pass_done));
             backends.set_health_check(Box::new(check));
         }
         let lb = LoadBalancer::<RoundRobin>::from_backends(backends);
-        lb.update().await.map_err(|e| format!("cannot set up replicas: {e}"))?;
-        Ok(Arc::new(Pool { config: cfg.clone(), lb, replicas, checking: AtomicBool::new(false), first_pass_done }))
+        lb.update()
+            .await
+            .map_err(|e| format!("cannot set up replicas: {e}"))?;
+        Ok(Arc::new(Pool {
+            config: cfg.clone(),
+            lb,
+            replicas,
+            checking: AtomicBool::new(false),
+            first_pass_done,
+        }))
     }
 
     pub fn name(&self) -> &str {
@@ -75,7 +84,11 @@ impl Pool {
 
     /// Whether a replica is currently considered healthy.
     pub fn is_healthy(&self, addr: SocketAddr) -> bool {
-        self.lb.backends().get_backend().iter().any(|b| b.addr.as_inet() == Some(&addr) && self.lb.backends().ready(b))
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .any(|b| b.addr.as_inet() == Some(&addr) && self.lb.backends().ready(b))
     }
 
     /// Runs one health-check pass over every replica (no-op without `[health]`).
@@ -94,7 +107,11 @@ impl Pool {
         o.idle_timeout = Some(self.config.idle_timeout);
         // An upgraded connection (WebSocket) is idle between messages for long stretches;
         // the read timeout is what ends an idle tunnel.
-        o.read_timeout = Some(if upgrade { self.config.upgrade_idle_timeout } else { self.config.read_timeout });
+        o.read_timeout = Some(if upgrade {
+            self.config.upgrade_idle_timeout
+        } else {
+            self.config.read_timeout
+        });
         Box::new(peer)
     }
 
@@ -118,10 +135,11 @@ impl Pool {
 /// `host:port` to addresses, off the async threads (DNS lookups block).
 async fn resolve(replica: &str) -> Result<Vec<SocketAddr>, String> {
     let r = replica.to_owned();
-    let found = tokio::task::spawn_blocking(move || r.to_socket_addrs().map(|it| it.collect::<Vec<_>>()))
-        .await
-        .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?
-        .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?;
+    let found =
+        tokio::task::spawn_blocking(move || r.to_socket_addrs().map(|it| it.collect::<Vec<_>>()))
+            .await
+            .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?
+            .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?;
     if found.is_empty() {
         return Err(format!("cannot resolve {replica:?}: no addresses"));
     }

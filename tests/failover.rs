@@ -1,0 +1,259 @@
+//! Health checks, passive failover and gateway-made 502/503/504, with real processes.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use serde_json::Value;
+
+const HEALTH_1S: &str = "[pools.api.health]\npath = \"/readyz\"\ninterval = \"1s\"\ntimeout = \"500ms\"\nhealthy_after = 2\nunhealthy_after = 2\n";
+
+/// The replica that answered, or `status N` when the gateway answered itself.
+async fn replica_of(c: &reqwest::Client, url: &str) -> String {
+    let resp = c.get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let v: Value = resp.json().await.unwrap();
+    match v["replica"].as_str() {
+        Some(r) if status == 200 => r.to_owned(),
+        _ => format!("status {status}"),
+    }
+}
+
+/// Polls until `n` consecutive answers satisfy `pred`; returns how long that took.
+async fn until_consecutive(
+    c: &reqwest::Client,
+    url: &str,
+    n: usize,
+    limit: Duration,
+    pred: impl Fn(&str) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    let mut run = 0;
+    while start.elapsed() < limit {
+        if pred(&replica_of(c, url).await) {
+            run += 1;
+            if run >= n {
+                return start.elapsed();
+            }
+        } else {
+            run = 0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    panic!("condition not met within {limit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_health_checks_take_a_replica_out_and_recovery_brings_it_back() {
+    let rs = replicas(3);
+    let gw = Gateway::start(&simple_config(
+        &rs.iter().collect::<Vec<_>>(),
+        "",
+        HEALTH_1S,
+    ));
+    let c = client();
+    let url = gw.url("/api/whoami");
+
+    rs[1].set_maintenance(true);
+    // 3 intervals, plus 0.5 s for process scheduling on a loaded 2-core machine.
+    let limit = Duration::from_millis(3500);
+    let out_after = until_consecutive(&c, &url, 12, limit, |r| r != "r2").await;
+    let log = gw.log_text();
+    assert!(
+        log.contains("\"event\":\"replica_unhealthy\"") && log.contains(&rs[1].addr.to_string()),
+        "{log}"
+    );
+
+    rs[1].set_maintenance(false);
+    let back_after = until_consecutive(&c, &url, 1, limit, |r| r == "r2").await;
+    assert!(gw.log_text().contains("\"event\":\"replica_healthy\""));
+    eprintln!("taken out after {out_after:?}, back after {back_after:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_of_one_replica_under_load_fails_no_get() {
+    let mut rs = replicas(3);
+    let gw = Gateway::start(&simple_config(
+        &rs.iter().collect::<Vec<_>>(),
+        "",
+        HEALTH_1S,
+    ));
+    let c = client();
+    let url = gw.url("/api/whoami");
+    let done = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let per_worker = 250; // 8 workers x 250 = 2,000 GETs
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let (c, url, done, failures) = (c.clone(), url.clone(), done.clone(), failures.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..per_worker {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let v: Value = r.json().await.unwrap();
+                        seen.push(v["replica"].as_str().unwrap().to_owned());
+                    }
+                    Ok(r) => {
+                        eprintln!(
+                            "failed: {} {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        );
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => {
+                        eprintln!("failed: {e}");
+                        failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            seen
+        }));
+    }
+    assert!(wait_until(Duration::from_secs(60), || done
+        .load(Ordering::Relaxed)
+        >= 400));
+    rs[1].kill9();
+    let killed_at = done.load(Ordering::Relaxed);
+    let mut per_replica: std::collections::HashMap<String, usize> = Default::default();
+    for t in tasks {
+        for r in t.await.unwrap() {
+            *per_replica.entry(r).or_default() += 1;
+        }
+    }
+    assert_eq!(done.load(Ordering::Relaxed), 2000);
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "GETs failed after kill -9 at request {killed_at}"
+    );
+    assert!(
+        per_replica.get("r2").copied().unwrap_or(0) > 0,
+        "r2 served before it was killed: {per_replica:?}"
+    );
+    assert!(
+        per_replica["r1"] + per_replica["r3"] > 1500,
+        "{per_replica:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn all_replicas_down_gives_a_fast_json_503_and_traffic_resumes() {
+    let mut rs = replicas(2);
+    let gw = Gateway::start(&simple_config(
+        &rs.iter().collect::<Vec<_>>(),
+        "",
+        HEALTH_1S,
+    ));
+    let c = client();
+    let port = rs[0].addr.port();
+    for r in rs.iter_mut() {
+        r.kill9();
+    }
+    // Until the checks notice, connections are refused (502); then the pool is empty (503).
+    let mut last = 0;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < deadline {
+        last = c
+            .get(gw.url("/api/whoami"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(last == 502 || last == 503, "{last}");
+        if last == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(last, 503);
+    let t = Instant::now();
+    let resp = c.get(gw.url("/api/whoami")).send().await.unwrap();
+    let took = t.elapsed();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let status = resp.status().as_u16();
+    let v = assert_error_contract(status, 503, Some(&id), &resp.text().await.unwrap());
+    assert_eq!(v["error"]["code"], "no_healthy_upstream");
+    assert!(took < Duration::from_millis(500), "503 took {took:?}");
+
+    let _back = Replica::start_on("r1-again", port, &[]);
+    let resumed = until_consecutive(&c, &gw.url("/api/whoami"), 1, Duration::from_secs(5), |r| {
+        r == "r1-again"
+    })
+    .await;
+    eprintln!("traffic resumed {resumed:?} after the replica came back");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_connection_is_a_json_502_and_post_fails_over_before_sending() {
+    let live = Replica::start("live");
+    let dead = format!("127.0.0.1:{}", free_port());
+    // Only a dead replica: 502, after trying it once.
+    let config = format!(
+        "[[listeners]]\naddress = \"{{listen}}\"\n[pools.dead]\nreplicas = [\"{dead}\"]\n[pools.mixed]\nreplicas = [\"{dead}\", \"{}\"]\n\
+         [[routes]]\npath = \"/dead\"\nstrip_prefix = true\npool = \"dead\"\n[[routes]]\npath = \"/api\"\npool = \"mixed\"\n",
+        live.addr
+    );
+    let gw = Gateway::start(&config);
+    let c = client();
+    let resp = c.get(gw.url("/dead/api/whoami")).send().await.unwrap();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap();
+    let v = assert_error_contract(status, 502, Some(&id), &body);
+    assert_eq!(v["error"]["code"], "bad_gateway");
+    assert!(
+        !body.contains("127.0.0.1") && !body.to_lowercase().contains("refused"),
+        "internal detail leaked: {body}"
+    );
+    let line = gw.access_line(&id);
+    assert_eq!(line["status"], 502);
+    assert_eq!(line["attempts"], 1);
+
+    // Mixed pool, no health checks: every POST lands, the refused connect is retried.
+    let mut ids = HashSet::new();
+    for i in 0..10 {
+        let resp = c
+            .post(gw.url("/api/items"))
+            .json(&serde_json::json!({"name": format!("n{i}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 201);
+        let item: Value = resp.json().await.unwrap();
+        assert!(
+            ids.insert(item["id"].as_u64().unwrap()),
+            "no POST was duplicated"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_replica_gives_a_json_504_after_the_read_timeout() {
+    let r = Replica::start("slow");
+    let gw = Gateway::start(&simple_config(&[&r], "read_timeout = \"300ms\"", ""));
+    let c = client();
+    let t = Instant::now();
+    let resp = c.get(gw.url("/api/slow?ms=3000")).send().await.unwrap();
+    let took = t.elapsed();
+    let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+    let status = resp.status().as_u16();
+    let v = assert_error_contract(status, 504, Some(&id), &resp.text().await.unwrap());
+    assert_eq!(v["error"]["code"], "upstream_timeout");
+    assert!(took < Duration::from_millis(2500), "504 took {took:?}");
+    // The replica itself stays fine for fast requests.
+    assert_eq!(
+        c.get(gw.url("/api/slow?ms=10"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}

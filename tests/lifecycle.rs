@@ -1,0 +1,236 @@
+//! `gateway check`, WebSocket pass-through and graceful shutdown of both processes.
+#![allow(clippy::unwrap_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn check(path: &std::path::Path) -> (bool, String, String) {
+    let out = Command::new(bin("gateway"))
+        .arg("check")
+        .arg("--config")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_shipped_config_passes_check() {
+    let mut files = vec![];
+    let mut dirs = vec![repo_root().join("config")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "toml") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(!files.is_empty());
+    for f in files {
+        let (ok, out, err) = check(&f);
+        assert!(ok, "{}: {err}", f.display());
+        assert!(out.starts_with("ok: "), "{out}");
+    }
+}
+
+#[test]
+fn check_names_file_line_column_and_key_for_each_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n\n[pools.api]\nreplicas = []\n\n[[routes]]\npath = \"/api\"\npool = \"web\"\n\n[[routes]]\npath = \"/api\"\npool = \"api\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(&bad);
+    assert!(!ok);
+    let f = bad.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{f}:5:12: pools.api.replicas: a pool needs at least one replica"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{f}:9:8: routes[0].pool: no pool named \"web\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "{f}:12:8: routes[1].path: duplicate route: any host with path \"/api\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("3 problem(s) found"), "{err}");
+
+    std::fs::write(
+        &bad,
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\ntimeout = \"5s\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(&bad);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:3:1: listeners[0].timeout: unknown field `timeout`"
+        )),
+        "{err}"
+    );
+
+    std::fs::write(&bad, "[[listeners]]\naddress = \"localhost\"\n").unwrap();
+    let (ok, _, err) = check(&bad);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "{f}:2:11: listeners[0].address: invalid socket address"
+        )),
+        "{err}"
+    );
+
+    // `run` refuses the same file and says why.
+    let out = Command::new(bin("gateway"))
+        .arg("run")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listeners[0].address"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_echo_passes_through_the_gateway() {
+    let r = Replica::start("ws");
+    let gw = Gateway::start(&simple_config(
+        &[&r],
+        "read_timeout = \"1s\"\nupgrade_idle_timeout = \"30s\"",
+        "",
+    ));
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    assert!(resp.headers().contains_key("x-request-id"));
+    let hello = ws.next().await.unwrap().unwrap();
+    assert_eq!(hello, Message::Text("hello from ws".into()));
+    // Idle for longer than the normal read timeout: the upgraded tunnel stays open.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for i in 0..5 {
+        ws.send(Message::Text(format!("ping {i}").into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Text(format!("ping {i}").into())
+        );
+    }
+    ws.send(Message::Binary(vec![0u8, 1, 2, 255].into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::Binary(vec![0u8, 1, 2, 255].into())
+    );
+    ws.close(None).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_an_in_flight_request_finish_then_exits() {
+    let r = Replica::start("slow");
+    let mut gw = Gateway::start(&simple_config(
+        &[&r],
+        "",
+        "[server]\nshutdown_grace = \"20s\"\n",
+    ));
+    let c = client();
+    let url = gw.url("/api/slow?ms=1500");
+    let slow = tokio::spawn(async move { c.get(&url).send().await.map(|r| r.status().as_u16()) });
+    assert!(wait_until(Duration::from_secs(5), || r
+        .log_text()
+        .contains("slow request started")));
+
+    signal(gw.pid(), "TERM");
+    let addr = gw.addr;
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err()
+        }),
+        "the listener kept accepting after SIGTERM"
+    );
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the in-flight request completed"
+    );
+    let t = Instant::now();
+    let exited = wait_until(Duration::from_secs(5), || {
+        gw.child.try_wait().unwrap().is_some()
+    });
+    assert!(exited, "gateway did not exit once drained");
+    assert!(gw.child.try_wait().unwrap().unwrap().success());
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "exit waited for the grace period instead of the drain"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_api_goes_not_ready_then_drains_on_sigterm() {
+    let mut r = Replica::start_on("drain", free_port(), &["--drain-delay", "1s"]);
+    let c = client();
+    let base = format!("http://{}", r.addr);
+    assert_eq!(
+        c.get(format!("{base}/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let url = format!("{base}/api/slow?ms=1500");
+    let c2 = c.clone();
+    let slow = tokio::spawn(async move { c2.get(&url).send().await.map(|r| r.status().as_u16()) });
+    assert!(wait_until(Duration::from_secs(5), || r
+        .log_text()
+        .contains("slow request started")));
+    signal(r.child.id(), "TERM");
+    let mut draining = false;
+    for _ in 0..20 {
+        if let Ok(resp) = c.get(format!("{base}/readyz")).send().await {
+            if resp.status() == 503 {
+                let v: serde_json::Value = resp.json().await.unwrap();
+                assert_eq!(v["status"], "draining");
+                draining = true;
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(draining, "/readyz never said draining");
+    assert_eq!(slow.await.unwrap().unwrap(), 200);
+    assert!(wait_until(Duration::from_secs(5), || r
+        .child
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    assert!(r.child.try_wait().unwrap().unwrap().success());
+}

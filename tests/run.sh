@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test: installs what the tests need, checks formatting and lints, builds
+# the binaries, checks every shipped config, then runs unit and end-to-end tests
+# (real gateway and upstream-api processes on 127.0.0.1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash tests/deps.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --bins
+
+echo "== gateway check on every config under config/"
+find config -name '*.toml' -print0 | sort -z | while IFS= read -r -d '' f; do
+  target/debug/gateway check --config "$f"
+done
+
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast
+else
+  cargo test --workspace --no-fail-fast
+fi
