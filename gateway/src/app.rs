@@ -2,7 +2,6 @@
 //! every listener, the health-check service, and the drain watcher for graceful exit.
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +12,9 @@ use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 
 use crate::config::Config;
+use crate::proxy::ctx::Lifecycle;
 use crate::proxy::Gateway;
+use crate::ratelimit::sweeper::Sweeper;
 use crate::state::Snapshot;
 use crate::telemetry;
 use crate::upstream::health::HealthService;
@@ -56,10 +57,10 @@ pub fn run(config: Config) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let in_flight = Arc::new(AtomicUsize::new(0));
+    let lifecycle = Arc::new(Lifecycle::default());
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(Arc::clone(&state), Arc::clone(&in_flight)),
+        Gateway::new(Arc::clone(&state), Arc::clone(&lifecycle)),
         "gateway",
     );
     for l in &listeners {
@@ -67,13 +68,16 @@ pub fn run(config: Config) -> ExitCode {
         tracing::info!(event = "listening", address = %l.address, "listening (http)");
     }
     server.add_service(proxy);
+    let limiter_state = Arc::clone(&state);
+    let sweeper = Sweeper::new(move || limiter_state.load().limiters.clone());
+    server.add_service(background_service("rate-limit sweeper", sweeper));
     server.add_service(background_service(
         "health checks",
         HealthService::new(Arc::clone(&state)),
     ));
     server.add_service(background_service(
         "drain watcher",
-        DrainWatcher { in_flight },
+        DrainWatcher { lifecycle },
     ));
     server.run(RunArgs::default());
     ExitCode::SUCCESS
@@ -83,7 +87,7 @@ pub fn run(config: Config) -> ExitCode {
 /// ends the process as soon as no request is in flight, so a restart is not held up
 /// by an idle gateway.
 struct DrainWatcher {
-    in_flight: Arc<AtomicUsize>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 #[async_trait]
@@ -94,15 +98,16 @@ impl BackgroundService for DrainWatcher {
                 return;
             }
         }
+        self.lifecycle.begin_shutdown();
         tracing::info!(
             event = "draining",
-            in_flight = self.in_flight.load(Ordering::Acquire),
+            in_flight = self.lifecycle.in_flight(),
             "shutdown: draining in-flight requests"
         );
         let mut idle_ticks = 0;
         loop {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            if self.in_flight.load(Ordering::Acquire) == 0 {
+            if self.lifecycle.in_flight() == 0 {
                 idle_ticks += 1;
             } else {
                 idle_ticks = 0;

@@ -148,6 +148,7 @@ mod tests {
             path: path.into(),
             strip_prefix: false,
             pool: 0,
+            policy: Default::default(),
         }
     }
 

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::policy::cors::CompiledCors;
+use crate::policy::CompiledPolicy;
+use crate::ratelimit::Limiter;
 use crate::routing::Router;
 use crate::upstream::{health, Pool};
 
@@ -18,6 +21,13 @@ pub struct Snapshot {
     pub router: Router,
     /// Index-aligned with `config.pools`; `Route::pool` indexes here.
     pub pools: Vec<Arc<Pool>>,
+    /// Index-aligned with `config.rate_limits`; reused across reloads when unchanged,
+    /// so clients keep their buckets.
+    pub limiters: Vec<Arc<Limiter>>,
+    /// Index-aligned with `router.routes()`.
+    pub policies: Vec<CompiledPolicy>,
+    /// For responses that match no route.
+    pub fallback: CompiledPolicy,
 }
 
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
@@ -53,11 +63,76 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let limiters: Vec<Arc<Limiter>> = config
+            .rate_limits
+            .iter()
+            .map(|l| {
+                let reused = prev
+                    .and_then(|s| s.limiters.iter().find(|old| old.config == *l))
+                    .cloned();
+                reused.unwrap_or_else(|| Arc::new(Limiter::new(l.clone())))
+            })
+            .collect();
+        let cors: Vec<Arc<CompiledCors>> = config
+            .cors
+            .iter()
+            .map(|c| Arc::new(CompiledCors::compile(c)))
+            .collect();
         let router = Router::new(config.routes.clone());
+        let policies = router
+            .routes()
+            .iter()
+            .map(|r| CompiledPolicy::compile(&r.policy, &limiters, &cors))
+            .collect();
+        let fallback = CompiledPolicy::fallback(&config);
         Ok(Snapshot {
             config: Arc::new(config),
             router,
             pools,
+            limiters,
+            policies,
+            fallback,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(rate: &str) -> Config {
+        let src = format!(
+            "[[listeners]]\naddress = \"127.0.0.1:1\"\n[pools.p]\nreplicas = [\"127.0.0.1:9\"]\n\
+             [rate_limits.l]\nrate = \"{rate}\"\n[[routes]]\npool = \"p\"\nrate_limits = [\"l\"]\n"
+        );
+        crate::config::load_str(Path::new("t.toml"), &src, &|_| None).unwrap()
+    }
+
+    #[tokio::test]
+    async fn unchanged_pools_and_limits_survive_a_rebuild() {
+        let first = Snapshot::build(config("5 per 1m"), None).await.unwrap();
+        let same = Snapshot::build(config("5 per 1m"), Some(&first))
+            .await
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&first.limiters[0], &same.limiters[0]),
+            "buckets kept"
+        );
+        assert!(
+            Arc::ptr_eq(&first.pools[0], &same.pools[0]),
+            "health state kept"
+        );
+        assert!(Arc::ptr_eq(
+            &same.policies[0].limiters[0],
+            &same.limiters[0]
+        ));
+        let changed = Snapshot::build(config("6 per 1m"), Some(&same))
+            .await
+            .unwrap();
+        assert!(
+            !Arc::ptr_eq(&same.limiters[0], &changed.limiters[0]),
+            "a changed limit starts fresh"
+        );
     }
 }

@@ -294,3 +294,16 @@ pub fn assert_error_contract(
     }
     v
 }
+
+/// Like `raw_request`, but from a chosen loopback source address (e.g. `127.0.0.2`),
+/// acting as a second host such as a trusted proxy in front of the gateway.
+pub async fn raw_request_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut s = sock.connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -53,12 +53,17 @@ pub async fn whoami(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-) -> Json<Value> {
+) -> impl IntoResponse {
     let all: BTreeMap<&str, Value> = headers
         .keys()
         .map(|k| (k.as_str(), header(&headers, k.as_str())))
         .collect();
-    Json(json!({
+    // Like many frameworks (Express, PHP), announce ourselves: the edge should strip it.
+    let announce = [
+        ("server", "upstream-api/0.1"),
+        ("x-powered-by", "upstream-api"),
+    ];
+    let body = Json(json!({
         "replica": state.replica_id(),
         "request_id": id,
         "method": method.as_str(),
@@ -68,7 +73,8 @@ pub async fn whoami(
         "x_forwarded_proto": header(&headers, "x-forwarded-proto"),
         "x_forwarded_host": header(&headers, "x-forwarded-host"),
         "headers": all,
-    }))
+    }));
+    (announce, body)
 }
 
 #[derive(Deserialize)]

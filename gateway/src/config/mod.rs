@@ -6,6 +6,7 @@
 
 mod doc;
 mod error;
+mod policy;
 mod schema;
 mod validate;
 
@@ -35,6 +36,84 @@ pub struct Config {
     pub pools: Vec<Pool>,
     /// In file order; the router decides precedence.
     pub routes: Vec<Route>,
+    /// The response header policy every route starts from.
+    pub headers: HeaderPolicy,
+    /// Sorted by name; `RoutePolicy::rate_limits` indexes here.
+    pub rate_limits: Vec<RateLimit>,
+    /// Sorted by name; `RoutePolicy::cors` indexes here.
+    pub cors: Vec<Cors>,
+    pub limits: Limits,
+}
+
+/// Response headers to set and remove, names lowercase, values checked at load.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HeaderPolicy {
+    pub set: Vec<(String, String)>,
+    pub remove: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_size: u64,
+    pub max_header_size: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimit {
+    pub name: Arc<str>,
+    pub count: u32,
+    pub period: Duration,
+    pub burst: u32,
+    pub key: RateKey,
+    /// IPv6 clients are grouped by this prefix length (one /64 is one household).
+    pub ipv6_prefix: u8,
+    pub max_keys: usize,
+    pub exempt_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client address (after trusted-proxy resolution).
+    Address,
+    /// A request header's value (hashed), else the client address.
+    Header(http::HeaderName),
+    /// One bucket for everyone.
+    Global,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cors {
+    pub name: Arc<str>,
+    pub origins: Vec<OriginMatch>,
+    pub methods: Vec<http::Method>,
+    /// Lowercase.
+    pub headers: Vec<String>,
+    pub expose: Vec<String>,
+    pub credentials: bool,
+    pub max_age: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginMatch {
+    Any,
+    Exact(String),
+    /// `https://*.example.com`: scheme `https://`, host ending in `.example.com`.
+    Suffix {
+        scheme: String,
+        suffix: String,
+    },
+}
+
+/// The policy of one route, with `[route_defaults]` already applied.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RoutePolicy {
+    pub rate_limits: Vec<usize>,
+    pub cors: Option<usize>,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub max_body_size: u64,
+    /// `[headers]` merged with the route's own `headers`.
+    pub headers: HeaderPolicy,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +173,7 @@ pub struct Route {
     pub strip_prefix: bool,
     /// Index into `Config::pools`.
     pub pool: usize,
+    pub policy: RoutePolicy,
 }
 
 /// Which Host a route answers for.

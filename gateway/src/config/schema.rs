@@ -24,6 +24,93 @@ pub struct File {
     pub pools: BTreeMap<String, PoolSection>,
     #[serde(default)]
     pub routes: Vec<RouteSection>,
+    /// Response header policy for every route (routes add to it).
+    #[serde(default)]
+    pub headers: HeadersSection,
+    /// Policy for routes that do not set their own.
+    #[serde(default)]
+    pub route_defaults: PolicySection,
+    #[serde(default)]
+    pub rate_limits: BTreeMap<String, RateLimitSection>,
+    #[serde(default)]
+    pub cors: BTreeMap<String, CorsSection>,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HeadersSection {
+    /// X-Content-Type-Options, X-Frame-Options, Referrer-Policy, Permissions-Policy.
+    pub security_defaults: Option<bool>,
+    pub content_security_policy: Option<String>,
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    /// Response headers to drop; default `["Server", "X-Powered-By"]`.
+    pub remove: Option<Vec<String>>,
+}
+
+/// Per-route header changes on top of `[headers]`.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct RouteHeadersSection {
+    #[serde(default)]
+    pub set: BTreeMap<String, String>,
+    #[serde(default)]
+    pub remove: Vec<String>,
+}
+
+/// Policy keys a route (or `[route_defaults]`) may set.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub rate_limits: Option<Vec<String>>,
+    pub cors: Option<String>,
+    pub allow: Option<Vec<Cidr>>,
+    pub deny: Option<Vec<Cidr>>,
+    pub max_body_size: Option<Size>,
+    pub headers: Option<RouteHeadersSection>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_body_size: Option<Size>,
+    pub max_header_size: Option<Size>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSection {
+    pub rate: Rate,
+    pub burst: Option<u32>,
+    pub key: Option<RateKeyKind>,
+    pub header: Option<String>,
+    pub ipv6_prefix: Option<u8>,
+    pub max_keys: Option<usize>,
+    pub exempt_paths: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RateKeyKind {
+    Address,
+    Header,
+    Global,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorsSection {
+    pub allow_origins: Vec<String>,
+    pub allow_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    pub max_age: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -89,6 +176,28 @@ pub struct RouteSection {
     #[serde(default)]
     pub strip_prefix: bool,
     pub pool: String,
+    // The policy keys of `PolicySection`, inline: serde cannot combine `flatten` with
+    // `deny_unknown_fields`.
+    pub rate_limits: Option<Vec<String>>,
+    pub cors: Option<String>,
+    pub allow: Option<Vec<Cidr>>,
+    pub deny: Option<Vec<Cidr>>,
+    pub max_body_size: Option<Size>,
+    pub headers: Option<RouteHeadersSection>,
+}
+
+impl RouteSection {
+    /// The route's own policy keys (unset ones fall back to `[route_defaults]`).
+    pub fn own_policy(&self) -> PolicySection {
+        PolicySection {
+            rate_limits: self.rate_limits.clone(),
+            cors: self.cors.clone(),
+            allow: self.allow.clone(),
+            deny: self.deny.clone(),
+            max_body_size: self.max_body_size,
+            headers: self.headers.clone(),
+        }
+    }
 }
 
 /// A duration written like `10s`, `250ms`, `1m30s`.
@@ -123,5 +232,94 @@ impl<'de> Deserialize<'de> for Cidr {
                     "invalid address or CIDR {s:?}; write e.g. \"10.0.0.0/8\" or \"192.0.2.7\""
                 ))
             })
+    }
+}
+
+/// `"5 per 15m"`, `"100 per 1m"`, `"10 per hour"`.
+#[derive(Debug, Clone, Copy)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl<'de> Deserialize<'de> for Rate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_rate(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid rate {s:?}; write \"COUNT per PERIOD\", e.g. \"5 per 15m\" or \"100 per minute\""))
+        })
+    }
+}
+
+pub fn parse_rate(s: &str) -> Option<Rate> {
+    let (count, period) = s.split_once(" per ")?;
+    let count: u32 = count.trim().parse().ok().filter(|c| *c > 0)?;
+    let period = match period.trim() {
+        "second" => Duration::from_secs(1),
+        "minute" => Duration::from_secs(60),
+        "hour" => Duration::from_secs(3600),
+        "day" => Duration::from_secs(86400),
+        other => humantime::parse_duration(other).ok()?,
+    };
+    (!period.is_zero()).then_some(Rate { count, period })
+}
+
+/// A byte size: `"10MiB"`, `"512KiB"`, `"1MB"`, `"4096"`.
+#[derive(Debug, Clone, Copy)]
+pub struct Size(pub u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_size(&s).map(Size).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "invalid size {s:?}; write e.g. \"10MiB\", \"512KiB\" or \"4096\""
+            ))
+        })
+    }
+}
+
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "KiB" | "K" | "k" => 1024,
+        "MB" => 1000 * 1000,
+        "MiB" | "M" | "m" => 1024 * 1024,
+        "GB" => 1000 * 1000 * 1000,
+        "GiB" | "G" | "g" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates() {
+        let r = parse_rate("5 per 15m").unwrap();
+        assert_eq!((r.count, r.period), (5, Duration::from_secs(900)));
+        assert_eq!(
+            parse_rate("100 per minute").unwrap().period,
+            Duration::from_secs(60)
+        );
+        assert!(parse_rate("0 per 1m").is_none());
+        assert!(parse_rate("5/15m").is_none());
+        assert!(parse_rate("5 per 0s").is_none());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("1 KiB"), Some(1024));
+        assert_eq!(parse_size("ten"), None);
     }
 }

@@ -101,24 +101,24 @@ fn serde_path(p: &serde_path_to_error::Path) -> String {
     doc::render(&segs)
 }
 
-struct Validator<'a> {
+pub(super) struct Validator<'a> {
     loc: Locator<'a>,
     doc: &'a ImDocument<String>,
     errors: Vec<ConfigError>,
 }
 
-fn key(k: &str) -> Seg {
+pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_owned())
 }
 
 impl Validator<'_> {
-    fn err(&mut self, path: &[Seg], message: impl Into<String>) {
+    pub(super) fn err(&mut self, path: &[Seg], message: impl Into<String>) {
         let span = doc::span_of(self.doc, path);
         self.errors
             .push(self.loc.error(span, doc::render(path), message));
     }
 
-    fn positive(&mut self, path: &[Seg], d: Option<Dur>, default: Duration) -> Duration {
+    pub(super) fn positive(&mut self, path: &[Seg], d: Option<Dur>, default: Duration) -> Duration {
         match d {
             Some(Dur(d)) if d.is_zero() => {
                 self.err(path, "must be greater than zero");
@@ -135,7 +135,20 @@ impl Validator<'_> {
         let listeners = self.listeners(&file.listeners);
         let pool_names: Vec<String> = file.pools.keys().cloned().collect();
         let pools = self.pools(file.pools);
-        let routes = self.routes(file.routes, &pool_names);
+        let headers = self.header_policy(file.headers);
+        let limits = self.limits(&file.limits);
+        let names = super::policy::Names {
+            rate_limits: file.rate_limits.keys().cloned().collect(),
+            cors: file.cors.keys().cloned().collect(),
+        };
+        let rate_limits = self.rate_limits(file.rate_limits);
+        let cors = self.cors_policies(file.cors);
+        let defaults = self.resolve_policy(&[key("route_defaults")], &file.route_defaults, &names);
+        let policy_of = |v: &mut Self, i: usize, r: &schema::RouteSection| {
+            let own = v.resolve_policy(&[key("routes"), Seg::Index(i)], &r.own_policy(), &names);
+            super::policy::merge(own, &defaults, &headers, &limits)
+        };
+        let routes = self.routes(file.routes, &pool_names, policy_of);
         Config {
             source: path.to_path_buf(),
             server,
@@ -143,6 +156,10 @@ impl Validator<'_> {
             listeners,
             pools,
             routes,
+            headers,
+            rate_limits,
+            cors,
+            limits,
         }
     }
 
@@ -301,7 +318,12 @@ impl Validator<'_> {
         }
     }
 
-    fn routes(&mut self, routes: Vec<schema::RouteSection>, pool_names: &[String]) -> Vec<Route> {
+    fn routes(
+        &mut self,
+        routes: Vec<schema::RouteSection>,
+        pool_names: &[String],
+        policy_of: impl Fn(&mut Self, usize, &schema::RouteSection) -> super::RoutePolicy,
+    ) -> Vec<Route> {
         let mut out: Vec<Route> = Vec::new();
         let mut names = HashSet::new();
         let mut places = HashSet::new();
@@ -315,7 +337,7 @@ impl Validator<'_> {
                 Some(Ok(h)) => Some(h),
                 None => None,
             };
-            let path = r.path.unwrap_or_else(|| "/".to_owned());
+            let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
             if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
                 self.err(
                     &at("path"),
@@ -337,7 +359,7 @@ impl Validator<'_> {
                     0
                 }
             };
-            let name = r.name.unwrap_or_else(|| match &r.host {
+            let name = r.name.clone().unwrap_or_else(|| match &r.host {
                 Some(h) => format!("{h}{path}"),
                 None => path.clone(),
             });
@@ -350,12 +372,14 @@ impl Validator<'_> {
             } else if !names.insert(name.clone()) {
                 self.err(&at("name"), format!("route name {name:?} is used twice"));
             }
+            let policy = policy_of(self, i, &r);
             out.push(Route {
                 name: Arc::from(name.as_str()),
                 host,
                 path,
                 strip_prefix: r.strip_prefix,
                 pool,
+                policy,
             });
         }
         if out.is_empty() {
@@ -396,7 +420,7 @@ fn check_replica(r: &str) -> Result<(), String> {
     }
 }
 
-fn valid_dns_name(h: &str) -> bool {
+pub(super) fn valid_dns_name(h: &str) -> bool {
     !h.is_empty()
         && h.len() <= 253
         && h.split('.').all(|l| {

@@ -1,12 +1,15 @@
 //! Per-request state carried through the pingora phases.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use http::HeaderValue;
+
 use super::respond::GatewayError;
 use crate::config::Route;
+use crate::policy::CompiledPolicy;
 use crate::state::Snapshot;
 use crate::upstream::Pool;
 
@@ -28,11 +31,30 @@ pub struct Ctx {
     pub failure: Option<GatewayError>,
     /// How the last attempt at a replica failed, for when no retry is possible.
     pub last_failure: Option<GatewayError>,
+    /// The request's `Origin`, when the route's CORS policy allows it.
+    pub cors_origin: Option<HeaderValue>,
+    /// This response answers a CORS preflight (its CORS headers are already set).
+    pub preflight: bool,
+    /// The tightest rate-limit state of this request, for the `X-RateLimit-*` headers.
+    pub rate: Option<RateInfo>,
+    /// The limit that refused this request (for logs and metrics).
+    pub rate_limited_by: Option<Arc<str>>,
+    /// Request body bytes seen so far (for the body size limit on chunked bodies).
+    pub body_bytes: u64,
     _in_flight: InFlight,
 }
 
+/// What the `X-RateLimit-*` (and on 429 `Retry-After`) headers report.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_secs: u64,
+    pub retry_after_secs: Option<u64>,
+}
+
 impl Ctx {
-    pub fn new(snapshot: Arc<Snapshot>, in_flight: &Arc<AtomicUsize>) -> Self {
+    pub fn new(snapshot: Arc<Snapshot>, lifecycle: &Arc<Lifecycle>) -> Self {
         Ctx {
             snapshot,
             started: Instant::now(),
@@ -44,7 +66,12 @@ impl Ctx {
             response_started: false,
             failure: None,
             last_failure: None,
-            _in_flight: InFlight::new(in_flight),
+            cors_origin: None,
+            preflight: false,
+            rate: None,
+            rate_limited_by: None,
+            body_bytes: 0,
+            _in_flight: InFlight::new(lifecycle),
         }
     }
 
@@ -53,23 +80,51 @@ impl Ctx {
             .and_then(|i| self.snapshot.router.routes().get(i))
     }
 
+    /// The policy that governs this request's response: its route's, or the fallback.
+    pub fn policy(&self) -> &CompiledPolicy {
+        self.route
+            .and_then(|i| self.snapshot.policies.get(i))
+            .unwrap_or(&self.snapshot.fallback)
+    }
+
     pub fn pool(&self) -> Option<&Arc<Pool>> {
         self.route().and_then(|r| self.snapshot.pools.get(r.pool))
     }
 }
 
-/// Counts requests in progress, so a graceful shutdown can end as soon as they are done.
-struct InFlight(Arc<AtomicUsize>);
+/// Process-wide request bookkeeping shared by the proxy and the drain watcher.
+#[derive(Default)]
+pub struct Lifecycle {
+    in_flight: AtomicUsize,
+    shutting_down: AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Acquire)
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Relaxed)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Counts one request in progress, so a graceful shutdown can end as soon as none is.
+struct InFlight(Arc<Lifecycle>);
 
 impl InFlight {
-    fn new(counter: &Arc<AtomicUsize>) -> Self {
-        counter.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(counter))
+    fn new(lifecycle: &Arc<Lifecycle>) -> Self {
+        lifecycle.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(lifecycle))
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

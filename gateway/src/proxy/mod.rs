@@ -1,10 +1,10 @@
 //! The pingora `ProxyHttp` implementation: one short function per phase, each handing
 //! the real work to a pure module (see the table in `lib.rs`).
 
+mod admit;
 pub mod ctx;
 pub mod respond;
 
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -16,17 +16,17 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::state::SharedState;
 use crate::{request_id, routing, telemetry};
-use ctx::Ctx;
+use ctx::{Ctx, Lifecycle};
 use respond::{send_error, GatewayError};
 
 pub struct Gateway {
     state: SharedState,
-    in_flight: Arc<AtomicUsize>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Gateway {
-    pub fn new(state: SharedState, in_flight: Arc<AtomicUsize>) -> Self {
-        Gateway { state, in_flight }
+    pub fn new(state: SharedState, lifecycle: Arc<Lifecycle>) -> Self {
+        Gateway { state, lifecycle }
     }
 
     /// Whether another attempt makes sense: the pool allows more, and a healthy replica
@@ -43,7 +43,7 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
-        Ctx::new(self.state.load_full(), &self.in_flight)
+        Ctx::new(self.state.load_full(), &self.lifecycle)
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -56,19 +56,26 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
+        admit::admit(session, ctx, self.lifecycle.is_shutting_down()).await
+    }
 
-        let path = req.uri.path();
-        if routing::has_dot_segment(path) {
-            send_error(session, ctx, GatewayError::InvalidPath).await?;
-            return Ok(true);
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // A declared Content-Length was checked on admission; this catches chunked bodies.
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        if ctx.body_bytes > ctx.policy().max_body_size {
+            ctx.failure = Some(GatewayError::PayloadTooLarge);
+            return Error::e_explain(
+                ErrorType::HTTPStatus(413),
+                "request body over the route's limit",
+            );
         }
-        let host = headers::request_host(&req.headers, &req.uri);
-        ctx.route = ctx.snapshot.router.resolve_index(host, path);
-        if ctx.route.is_none() {
-            send_error(session, ctx, GatewayError::NoRoute).await?;
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(())
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
@@ -187,7 +194,8 @@ impl ProxyHttp for Gateway {
         ctx.last_failure = GatewayError::classify(&e);
         // A replica that dies or resets before answering may have seen the request; only
         // idempotent methods are safe to send again, and only before any response byte.
-        let retry = session.req_header().method.is_idempotent()
+        let retry = !matches!(e.etype(), ErrorType::HTTPStatus(_))
+            && session.req_header().method.is_idempotent()
             && !ctx.response_started
             && !session.as_ref().retry_buffer_truncated()
             && Self::can_retry(ctx);

@@ -10,11 +10,17 @@ use pingora_proxy::Session;
 use super::ctx::Ctx;
 use crate::headers::X_REQUEST_ID;
 
-/// A failure named for its condition; `status()` is the only status mapping.
+/// A failure named for its condition; `info()` is the only status mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GatewayError {
     NoRoute,
     InvalidPath,
+    AmbiguousFraming,
+    Forbidden,
+    CorsRejected,
+    PayloadTooLarge,
+    HeadersTooLarge,
+    TooManyRequests,
     NoHealthyReplica,
     BadGateway,
     GatewayTimeout,
@@ -24,42 +30,65 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub fn status(self) -> u16 {
+    /// Status, stable machine code, and the generic message a client sees.
+    pub fn info(self) -> (u16, &'static str, &'static str) {
+        use GatewayError::*;
         match self {
-            GatewayError::NoRoute => 404,
-            GatewayError::InvalidPath | GatewayError::BadRequest => 400,
-            GatewayError::RequestTimeout => 408,
-            GatewayError::NoHealthyReplica => 503,
-            GatewayError::BadGateway => 502,
-            GatewayError::GatewayTimeout => 504,
-            GatewayError::Internal => 500,
+            NoRoute => (404, "no_route", "no route for this host and path"),
+            InvalidPath => (
+                400,
+                "invalid_path",
+                "the path contains '.' or '..' segments",
+            ),
+            AmbiguousFraming => (
+                400,
+                "ambiguous_framing",
+                "the request has both Content-Length and Transfer-Encoding",
+            ),
+            Forbidden => (403, "forbidden", "access denied"),
+            CorsRejected => (
+                403,
+                "cors_rejected",
+                "this origin, method or header is not allowed",
+            ),
+            PayloadTooLarge => (413, "payload_too_large", "the request body is too large"),
+            HeadersTooLarge => (
+                431,
+                "headers_too_large",
+                "the request headers are too large",
+            ),
+            TooManyRequests => (429, "rate_limited", "too many requests, retry later"),
+            NoHealthyReplica => (
+                503,
+                "no_healthy_upstream",
+                "the service is temporarily unavailable",
+            ),
+            BadGateway => (502, "bad_gateway", "the upstream service failed to answer"),
+            GatewayTimeout => (
+                504,
+                "upstream_timeout",
+                "the upstream service did not answer in time",
+            ),
+            BadRequest => (400, "bad_request", "the request could not be understood"),
+            RequestTimeout => (
+                408,
+                "request_timeout",
+                "the request was not received in time",
+            ),
+            Internal => (500, "internal_error", "internal error"),
         }
+    }
+
+    pub fn status(self) -> u16 {
+        self.info().0
     }
 
     pub fn code(self) -> &'static str {
-        match self {
-            GatewayError::NoRoute => "no_route",
-            GatewayError::InvalidPath => "invalid_path",
-            GatewayError::NoHealthyReplica => "no_healthy_upstream",
-            GatewayError::BadGateway => "bad_gateway",
-            GatewayError::GatewayTimeout => "upstream_timeout",
-            GatewayError::BadRequest => "bad_request",
-            GatewayError::RequestTimeout => "request_timeout",
-            GatewayError::Internal => "internal_error",
-        }
+        self.info().1
     }
 
     pub fn message(self) -> &'static str {
-        match self {
-            GatewayError::NoRoute => "no route for this host and path",
-            GatewayError::InvalidPath => "the path contains '.' or '..' segments",
-            GatewayError::NoHealthyReplica => "the service is temporarily unavailable",
-            GatewayError::BadGateway => "the upstream service failed to answer",
-            GatewayError::GatewayTimeout => "the upstream service did not answer in time",
-            GatewayError::BadRequest => "the request could not be understood",
-            GatewayError::RequestTimeout => "the request was not received in time",
-            GatewayError::Internal => "internal error",
-        }
+        self.info().2
     }
 
     /// What a pingora error means for the client; `None` when the client is gone.
@@ -70,6 +99,8 @@ impl GatewayError {
             (_, HTTPStatus(code)) => Some(match *code {
                 400 => GatewayError::BadRequest,
                 408 => GatewayError::RequestTimeout,
+                413 => GatewayError::PayloadTooLarge,
+                431 => GatewayError::HeadersTooLarge,
                 502 => GatewayError::BadGateway,
                 503 => GatewayError::NoHealthyReplica,
                 504 => GatewayError::GatewayTimeout,
@@ -85,10 +116,40 @@ impl GatewayError {
     }
 }
 
-/// Headers every response gets, proxied or gateway-made: the one function both paths call.
+/// Headers every response gets, proxied or gateway-made: the one function both paths
+/// call. Request id, the route's header rules (security headers), CORS and rate-limit
+/// state.
 pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Result<()> {
     resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    let policy = ctx.policy();
+    policy.headers.apply(resp)?;
+    if let (Some(cors), false) = (&policy.cors, ctx.preflight) {
+        cors.apply(ctx.cors_origin.as_ref(), resp)?;
+    }
+    if let Some(r) = ctx.rate {
+        resp.insert_header("x-ratelimit-limit", r.limit)?;
+        resp.insert_header("x-ratelimit-remaining", r.remaining)?;
+        resp.insert_header("x-ratelimit-reset", r.reset_secs)?;
+        if let Some(after) = r.retry_after_secs {
+            resp.insert_header(http::header::RETRY_AFTER, after)?;
+        }
+    }
     Ok(())
+}
+
+/// Answers an allowed CORS preflight with 204 and the prepared headers.
+pub async fn send_preflight(
+    session: &mut Session,
+    ctx: &Ctx,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+) -> pingora_core::Result<()> {
+    let mut resp = ResponseHeader::build(204, Some(headers.len() + 8))?;
+    for (n, v) in headers {
+        resp.insert_header(n, v)?;
+    }
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    finish_headers(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp), true).await
 }
 
 pub fn error_body(err: GatewayError, request_id: &str) -> Bytes {
@@ -105,7 +166,7 @@ pub async fn send_error(
     err: GatewayError,
 ) -> pingora_core::Result<()> {
     let body = error_body(err, &ctx.request_id);
-    let mut resp = ResponseHeader::build(err.status(), Some(5))?;
+    let mut resp = ResponseHeader::build(err.status(), Some(12))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;

@@ -1,0 +1,484 @@
+//! Validation of the edge-policy sections: `[headers]`, `[limits]`, `[rate_limits.*]`,
+//! `[cors.*]`, and each route's policy keys merged over `[route_defaults]`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+
+use super::doc::Seg;
+use super::schema::{self, RateKeyKind};
+use super::validate::{key, valid_dns_name, Validator};
+use super::{Cors, HeaderPolicy, Limits, OriginMatch, RateKey, RateLimit, RoutePolicy};
+
+pub mod defaults {
+    pub const MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+    pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
+    pub const IPV6_PREFIX: u8 = 64;
+    pub const MAX_KEYS: usize = 100_000;
+    pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+    pub const CORS_METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"];
+    pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "strict-origin-when-cross-origin"),
+        (
+            "permissions-policy",
+            "camera=(), microphone=(), geolocation=()",
+        ),
+    ];
+    pub const REMOVE: [&str; 2] = ["server", "x-powered-by"];
+}
+
+/// Names defined in the file, for cross-references.
+pub struct Names {
+    pub rate_limits: Vec<String>,
+    pub cors: Vec<String>,
+}
+
+/// A policy section with references resolved; `None` means "not set here".
+#[derive(Default)]
+pub struct Resolved {
+    rate_limits: Option<Vec<usize>>,
+    cors: Option<usize>,
+    allow: Option<Vec<IpNet>>,
+    deny: Option<Vec<IpNet>>,
+    max_body_size: Option<u64>,
+    headers: Option<HeaderPolicy>,
+}
+
+/// A route's effective policy: its own keys, else `[route_defaults]`, else globals.
+pub fn merge(
+    own: Resolved,
+    defaults: &Resolved,
+    global: &HeaderPolicy,
+    limits: &Limits,
+) -> RoutePolicy {
+    let mut headers = global.clone();
+    if let Some(delta) = own.headers.as_ref().or(defaults.headers.as_ref()) {
+        for (name, value) in &delta.set {
+            headers.set.retain(|(n, _)| n != name);
+            headers.remove.retain(|n| n != name);
+            headers.set.push((name.clone(), value.clone()));
+        }
+        for name in &delta.remove {
+            headers.set.retain(|(n, _)| n != name);
+            if !headers.remove.contains(name) {
+                headers.remove.push(name.clone());
+            }
+        }
+    }
+    RoutePolicy {
+        rate_limits: own
+            .rate_limits
+            .or_else(|| defaults.rate_limits.clone())
+            .unwrap_or_default(),
+        cors: own.cors.or(defaults.cors),
+        allow: own
+            .allow
+            .or_else(|| defaults.allow.clone())
+            .unwrap_or_default(),
+        deny: own
+            .deny
+            .or_else(|| defaults.deny.clone())
+            .unwrap_or_default(),
+        max_body_size: own
+            .max_body_size
+            .or(defaults.max_body_size)
+            .unwrap_or(limits.max_body_size),
+        headers,
+    }
+}
+
+fn at(base: &[Seg], k: &str) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.push(key(k));
+    p
+}
+
+/// Headers the gateway must own: framing and connection management.
+const RESERVED: [&str; 6] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "keep-alive",
+    "x-request-id",
+];
+
+impl Validator<'_> {
+    fn header_name(&mut self, path: &[Seg], name: &str) -> Option<String> {
+        let lower = name.to_ascii_lowercase();
+        if HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            self.err(path, format!("invalid header name {name:?}"));
+            return None;
+        }
+        if RESERVED.contains(&lower.as_str()) {
+            self.err(
+                path,
+                format!("header {name:?} is managed by the gateway and cannot be set or removed"),
+            );
+            return None;
+        }
+        Some(lower)
+    }
+
+    fn header_set(
+        &mut self,
+        base: &[Seg],
+        set: &BTreeMap<String, String>,
+    ) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (name, value) in set {
+            let path = at(base, name);
+            let Some(lower) = self.header_name(&path, name) else {
+                continue;
+            };
+            if HeaderValue::from_str(value).is_err() {
+                self.err(
+                    &path,
+                    format!("invalid value for header {name:?} (printable ASCII only)"),
+                );
+                continue;
+            }
+            out.push((lower, value.clone()));
+        }
+        out
+    }
+
+    fn header_remove(&mut self, base: &[Seg], names: &[String]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let mut path = base.to_vec();
+            path.push(Seg::Index(i));
+            if let Some(n) = self.header_name(&path, name) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    pub(super) fn header_policy(&mut self, h: schema::HeadersSection) -> HeaderPolicy {
+        let base = [key("headers")];
+        let mut set: Vec<(String, String)> = Vec::new();
+        if h.security_defaults.unwrap_or(true) {
+            set.extend(
+                defaults::SECURITY_HEADERS
+                    .iter()
+                    .map(|(n, v)| ((*n).to_owned(), (*v).to_owned())),
+            );
+        }
+        if let Some(csp) = &h.content_security_policy {
+            if HeaderValue::from_str(csp).is_err() || csp.is_empty() {
+                self.err(
+                    &at(&base, "content_security_policy"),
+                    "invalid Content-Security-Policy value",
+                );
+            } else {
+                set.push(("content-security-policy".to_owned(), csp.clone()));
+            }
+        }
+        for (name, value) in self.header_set(&at(&base, "set"), &h.set) {
+            set.retain(|(n, _)| *n != name);
+            set.push((name, value));
+        }
+        let remove = match &h.remove {
+            Some(list) => self.header_remove(&at(&base, "remove"), list),
+            None => defaults::REMOVE.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        set.retain(|(n, _)| !remove.contains(n));
+        HeaderPolicy { set, remove }
+    }
+
+    pub(super) fn limits(&mut self, l: &schema::LimitsSection) -> Limits {
+        let max_header_size = l.max_header_size.map_or(defaults::MAX_HEADER_SIZE, |s| s.0);
+        if max_header_size < 1024 {
+            self.err(
+                &[key("limits"), key("max_header_size")],
+                "must be at least 1KiB",
+            );
+        }
+        Limits {
+            max_body_size: l.max_body_size.map_or(defaults::MAX_BODY_SIZE, |s| s.0),
+            max_header_size,
+        }
+    }
+
+    pub(super) fn rate_limits(
+        &mut self,
+        m: BTreeMap<String, schema::RateLimitSection>,
+    ) -> Vec<RateLimit> {
+        let mut out = Vec::new();
+        for (name, r) in m {
+            let base = [key("rate_limits"), key(&name)];
+            let burst = match r.burst {
+                Some(0) => {
+                    self.err(&at(&base, "burst"), "must be at least 1");
+                    1
+                }
+                Some(b) => b,
+                None => r.rate.count,
+            };
+            let key_kind = r.key.unwrap_or(RateKeyKind::Address);
+            let rate_key = match (key_kind, &r.header) {
+                (RateKeyKind::Header, Some(h)) => {
+                    match HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()) {
+                        Ok(h) => RateKey::Header(h),
+                        Err(_) => {
+                            self.err(&at(&base, "header"), format!("invalid header name {h:?}"));
+                            RateKey::Address
+                        }
+                    }
+                }
+                (RateKeyKind::Header, None) => {
+                    self.err(
+                        &at(&base, "key"),
+                        "key = \"header\" needs `header = \"Name\"` (e.g. \"Authorization\")",
+                    );
+                    RateKey::Address
+                }
+                (_, Some(_)) => {
+                    self.err(
+                        &at(&base, "header"),
+                        "`header` is only used with key = \"header\"",
+                    );
+                    RateKey::Address
+                }
+                (RateKeyKind::Address, None) => RateKey::Address,
+                (RateKeyKind::Global, None) => RateKey::Global,
+            };
+            let ipv6_prefix = r.ipv6_prefix.unwrap_or(defaults::IPV6_PREFIX);
+            if !(1..=128).contains(&ipv6_prefix) {
+                self.err(&at(&base, "ipv6_prefix"), "must be between 1 and 128");
+            }
+            let max_keys = r.max_keys.unwrap_or(defaults::MAX_KEYS);
+            if max_keys == 0 {
+                self.err(&at(&base, "max_keys"), "must be at least 1");
+            }
+            let exempt_paths = r.exempt_paths.unwrap_or_else(|| {
+                defaults::EXEMPT_PATHS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
+            for (i, p) in exempt_paths.iter().enumerate() {
+                if !p.starts_with('/') {
+                    let mut path = at(&base, "exempt_paths");
+                    path.push(Seg::Index(i));
+                    self.err(&path, format!("path {p:?} must start with '/'"));
+                }
+            }
+            out.push(RateLimit {
+                name: Arc::from(name.as_str()),
+                count: r.rate.count,
+                period: r.rate.period,
+                burst,
+                key: rate_key,
+                ipv6_prefix: ipv6_prefix.clamp(1, 128),
+                max_keys: max_keys.max(1),
+                exempt_paths,
+            });
+        }
+        out
+    }
+
+    pub(super) fn cors_policies(&mut self, m: BTreeMap<String, schema::CorsSection>) -> Vec<Cors> {
+        let mut out = Vec::new();
+        for (name, c) in m {
+            let base = [key("cors"), key(&name)];
+            if c.allow_origins.is_empty() {
+                self.err(
+                    &at(&base, "allow_origins"),
+                    "list at least one origin, e.g. \"https://app.example.com\"",
+                );
+            }
+            let mut origins = Vec::new();
+            for (i, o) in c.allow_origins.iter().enumerate() {
+                let mut path = at(&base, "allow_origins");
+                path.push(Seg::Index(i));
+                match parse_origin(o) {
+                    Ok(m) => origins.push(m),
+                    Err(msg) => self.err(&path, msg),
+                }
+            }
+            if c.allow_credentials && origins.contains(&OriginMatch::Any) {
+                self.err(
+                    &at(&base, "allow_credentials"),
+                    "browsers refuse \"*\" together with credentials: list the allowed origins instead",
+                );
+            }
+            let method_names: Vec<String> = c.allow_methods.clone().unwrap_or_else(|| {
+                defaults::CORS_METHODS
+                    .iter()
+                    .map(|s| (*s).to_owned())
+                    .collect()
+            });
+            let mut methods = Vec::new();
+            for (i, m) in method_names.iter().enumerate() {
+                match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => methods.push(m),
+                    Err(_) => {
+                        let mut path = at(&base, "allow_methods");
+                        path.push(Seg::Index(i));
+                        self.err(&path, format!("invalid method {m:?}"));
+                    }
+                }
+            }
+            let mut names = |k: &str, list: &[String]| -> Vec<String> {
+                let mut v = Vec::new();
+                for (i, h) in list.iter().enumerate() {
+                    if HeaderName::from_bytes(h.to_ascii_lowercase().as_bytes()).is_err() {
+                        let mut path = at(&base, k);
+                        path.push(Seg::Index(i));
+                        self.err(&path, format!("invalid header name {h:?}"));
+                    } else {
+                        v.push(h.to_ascii_lowercase());
+                    }
+                }
+                v
+            };
+            let headers = names("allow_headers", &c.allow_headers);
+            let expose = names("expose_headers", &c.expose_headers);
+            let max_age = c
+                .max_age
+                .map(|_| self.positive(&at(&base, "max_age"), c.max_age, Duration::from_secs(600)));
+            out.push(Cors {
+                name: Arc::from(name.as_str()),
+                origins,
+                methods,
+                headers,
+                expose,
+                credentials: c.allow_credentials,
+                max_age,
+            });
+        }
+        out
+    }
+
+    pub(super) fn resolve_policy(
+        &mut self,
+        base: &[Seg],
+        p: &schema::PolicySection,
+        names: &Names,
+    ) -> Resolved {
+        let rate_limits = p.rate_limits.as_ref().map(|list| {
+            let mut idx = Vec::new();
+            for (i, n) in list.iter().enumerate() {
+                match names.rate_limits.iter().position(|x| x == n) {
+                    Some(j) if !idx.contains(&j) => idx.push(j),
+                    Some(_) => {}
+                    None => {
+                        let mut path = at(base, "rate_limits");
+                        path.push(Seg::Index(i));
+                        let known = if names.rate_limits.is_empty() {
+                            "none are defined".to_owned()
+                        } else {
+                            names.rate_limits.join(", ")
+                        };
+                        self.err(
+                            &path,
+                            format!("no rate limit named {n:?} (rate_limits: {known})"),
+                        );
+                    }
+                }
+            }
+            idx
+        });
+        let cors = p
+            .cors
+            .as_ref()
+            .and_then(|n| match names.cors.iter().position(|x| x == n) {
+                Some(j) => Some(j),
+                None => {
+                    let known = if names.cors.is_empty() {
+                        "none are defined".to_owned()
+                    } else {
+                        names.cors.join(", ")
+                    };
+                    self.err(
+                        &at(base, "cors"),
+                        format!("no cors policy named {n:?} (cors: {known})"),
+                    );
+                    None
+                }
+            });
+        let headers = p.headers.as_ref().map(|h| {
+            let hb = at(base, "headers");
+            HeaderPolicy {
+                set: self.header_set(&at(&hb, "set"), &h.set),
+                remove: self.header_remove(&at(&hb, "remove"), &h.remove),
+            }
+        });
+        Resolved {
+            rate_limits,
+            cors,
+            allow: p.allow.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
+            deny: p.deny.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
+            max_body_size: p.max_body_size.map(|s| s.0),
+            headers,
+        }
+    }
+}
+
+/// `*`, `https://app.example.com[:port]`, or `https://*.example.com`.
+fn parse_origin(o: &str) -> Result<OriginMatch, String> {
+    if o == "*" {
+        return Ok(OriginMatch::Any);
+    }
+    let bad = || {
+        format!("invalid origin {o:?}: write \"https://app.example.com\", \"https://*.example.com\" or \"*\" (no path)")
+    };
+    let (scheme, rest) = o.split_once("://").ok_or_else(bad)?;
+    if scheme != "http" && scheme != "https" {
+        return Err(bad());
+    }
+    let host =
+        rest.rsplit_once(':').map_or(
+            rest,
+            |(h, port)| if port.parse::<u16>().is_ok() { h } else { rest },
+        );
+    if let Some(suffix) = host.strip_prefix("*.") {
+        if valid_dns_name(suffix) && host.len() == rest.len() {
+            return Ok(OriginMatch::Suffix {
+                scheme: format!("{scheme}://"),
+                suffix: format!(".{}", suffix.to_ascii_lowercase()),
+            });
+        }
+        return Err(bad());
+    }
+    if valid_dns_name(host) || host.parse::<std::net::IpAddr>().is_ok() || host.starts_with('[') {
+        Ok(OriginMatch::Exact(o.to_ascii_lowercase()))
+    } else {
+        Err(bad())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert_eq!(parse_origin("*"), Ok(OriginMatch::Any));
+        assert_eq!(
+            parse_origin("https://App.example.com"),
+            Ok(OriginMatch::Exact("https://app.example.com".into()))
+        );
+        assert_eq!(
+            parse_origin("http://localhost:3000"),
+            Ok(OriginMatch::Exact("http://localhost:3000".into()))
+        );
+        assert_eq!(
+            parse_origin("https://*.example.com"),
+            Ok(OriginMatch::Suffix {
+                scheme: "https://".into(),
+                suffix: ".example.com".into()
+            })
+        );
+        assert!(parse_origin("https://app.example.com/path").is_err());
+        assert!(parse_origin("app.example.com").is_err());
+        assert!(parse_origin("ftp://x.com").is_err());
+    }
+}

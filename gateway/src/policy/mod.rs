@@ -1,0 +1,53 @@
+//! Edge policy per route, compiled once per snapshot so the request path only looks
+//! things up: response header rules, CORS, access lists, size limits and the route's
+//! rate limiters.
+
+pub mod access;
+pub mod cors;
+pub mod response_headers;
+
+use std::sync::Arc;
+
+use crate::config::{Config, RoutePolicy};
+use crate::ratelimit::Limiter;
+use cors::CompiledCors;
+use response_headers::HeaderRules;
+
+/// Everything the proxy needs to apply one route's policy.
+pub struct CompiledPolicy {
+    pub headers: HeaderRules,
+    pub cors: Option<Arc<CompiledCors>>,
+    pub allow: Vec<ipnet::IpNet>,
+    pub deny: Vec<ipnet::IpNet>,
+    pub max_body_size: u64,
+    pub limiters: Vec<Arc<Limiter>>,
+}
+
+impl CompiledPolicy {
+    pub fn compile(p: &RoutePolicy, limiters: &[Arc<Limiter>], cors: &[Arc<CompiledCors>]) -> Self {
+        CompiledPolicy {
+            headers: HeaderRules::compile(&p.headers),
+            cors: p.cors.and_then(|i| cors.get(i).cloned()),
+            allow: p.allow.clone(),
+            deny: p.deny.clone(),
+            max_body_size: p.max_body_size,
+            limiters: p
+                .rate_limits
+                .iter()
+                .filter_map(|&i| limiters.get(i).cloned())
+                .collect(),
+        }
+    }
+
+    /// The policy of responses that match no route: global headers only.
+    pub fn fallback(config: &Config) -> Self {
+        CompiledPolicy {
+            headers: HeaderRules::compile(&config.headers),
+            cors: None,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            max_body_size: config.limits.max_body_size,
+            limiters: Vec::new(),
+        }
+    }
+}

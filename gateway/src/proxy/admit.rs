@@ -1,0 +1,115 @@
+//! `request_filter`'s checks, in order: framing, header size, route, address lists,
+//! CORS preflight, declared body size, rate limits. Each refusal is a JSON error from
+//! `respond`; `Ok(true)` means a response was written and the request ends here.
+
+use pingora_core::Result;
+use pingora_proxy::Session;
+
+use super::ctx::{Ctx, RateInfo};
+use super::respond::{send_error, send_preflight, GatewayError};
+use crate::policy::access;
+use crate::ratelimit::key::key_for;
+use crate::{headers, routing};
+
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+/// Runs every admission check; returns true when the request was answered.
+pub async fn admit(session: &mut Session, ctx: &mut Ctx, shutting_down: bool) -> Result<bool> {
+    match check(session, ctx, shutting_down) {
+        Ok(Admission::Proxy) => Ok(false),
+        Ok(Admission::Preflight(h)) => {
+            ctx.preflight = true;
+            send_preflight(session, ctx, h).await?;
+            Ok(true)
+        }
+        Err(err) => {
+            send_error(session, ctx, err).await?;
+            Ok(true)
+        }
+    }
+}
+
+enum Admission {
+    Proxy,
+    Preflight(Vec<(http::HeaderName, http::HeaderValue)>),
+}
+
+fn check(session: &Session, ctx: &mut Ctx, shutting_down: bool) -> Result<Admission, GatewayError> {
+    let req = session.req_header();
+    let keepalive_off = session.as_downstream().get_keepalive().is_none();
+    if access::had_length_and_chunked(req, keepalive_off, shutting_down) {
+        return Err(GatewayError::AmbiguousFraming);
+    }
+    if access::header_size(req) > ctx.snapshot.config.limits.max_header_size {
+        return Err(GatewayError::HeadersTooLarge);
+    }
+    let path = req.uri.path();
+    if routing::has_dot_segment(path) {
+        return Err(GatewayError::InvalidPath);
+    }
+    let host = headers::request_host(&req.headers, &req.uri);
+    ctx.route = ctx.snapshot.router.resolve_index(host, path);
+    if ctx.route.is_none() {
+        return Err(GatewayError::NoRoute);
+    }
+    // Hold the snapshot separately so the policy can be read while ctx is written.
+    let snapshot = std::sync::Arc::clone(&ctx.snapshot);
+    let policy = ctx
+        .route
+        .and_then(|i| snapshot.policies.get(i))
+        .unwrap_or(&snapshot.fallback);
+    if !access::address_allowed(ctx.client_ip, &policy.allow, &policy.deny) {
+        return Err(GatewayError::Forbidden);
+    }
+    if let Some(cors) = &policy.cors {
+        if let Some(origin) = req.headers.get(http::header::ORIGIN) {
+            let preflight_method = req.headers.get(http::header::ACCESS_CONTROL_REQUEST_METHOD);
+            if let (true, Some(method)) = (req.method == http::Method::OPTIONS, preflight_method) {
+                let requested = req
+                    .headers
+                    .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS);
+                return match cors.preflight(origin, method.as_bytes(), requested) {
+                    Some(h) => Ok(Admission::Preflight(h)),
+                    None => Err(GatewayError::CorsRejected),
+                };
+            }
+            if origin.to_str().is_ok_and(|o| cors.allows(o)) {
+                ctx.cors_origin = Some(origin.clone());
+            }
+        }
+    }
+    if access::content_length(req).is_some_and(|n| n > policy.max_body_size) {
+        return Err(GatewayError::PayloadTooLarge);
+    }
+    let mut tightest: Option<RateInfo> = None;
+    for limiter in &policy.limiters {
+        if limiter.is_exempt(path) {
+            continue;
+        }
+        let Some(key) = key_for(
+            &limiter.config.key,
+            limiter.config.ipv6_prefix,
+            ctx.client_ip,
+            &req.headers,
+        ) else {
+            continue;
+        };
+        let d = limiter.check(key, limiter.now());
+        let info = RateInfo {
+            limit: limiter.config.burst,
+            remaining: d.remaining,
+            reset_secs: d.reset_ns.div_ceil(NS_PER_SEC),
+            retry_after_secs: (!d.allowed).then(|| d.retry_after_ns.div_ceil(NS_PER_SEC).max(1)),
+        };
+        if !d.allowed {
+            ctx.rate = Some(info);
+            ctx.rate_limited_by = Some(limiter.config.name.clone());
+            return Err(GatewayError::TooManyRequests);
+        }
+        if tightest.is_none_or(|t| info.remaining < t.remaining) {
+            tightest = Some(info);
+        }
+    }
+    ctx.rate = tightest;
+    Ok(Admission::Proxy)
+}
