@@ -1,6 +1,8 @@
 //! Wiring: build the first snapshot, then a pingora `Server` with the proxy service on
-//! every listener, the health-check service, and the drain watcher for graceful exit.
+//! every listener, the admin service, and the background services (health checks,
+//! rate-limit sweeps, SIGHUP reloads, the drain watcher for graceful exit).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,18 +12,30 @@ use async_trait::async_trait;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
+use pingora_core::services::listening::Service;
 
+use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::ctx::Lifecycle;
 use crate::proxy::Gateway;
 use crate::ratelimit::sweeper::Sweeper;
+use crate::reload::Reloader;
 use crate::state::Snapshot;
 use crate::telemetry;
 use crate::upstream::health::HealthService;
 
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).
-pub fn run(config: Config) -> ExitCode {
+/// `source` is the config file, for reloads (`None`: the embedded default).
+pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
     telemetry::init(&config.log);
+    let metrics = match Metrics::new() {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up metrics");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -34,6 +48,7 @@ pub fn run(config: Config) -> ExitCode {
     };
     let listeners = config.listeners.clone();
     let server_cfg = config.server.clone();
+    let admin_cfg = config.admin.clone();
     // First pass of every pool's health checks happens here, before any listener opens.
     let snapshot = match runtime.block_on(Snapshot::build(config, None)) {
         Ok(s) => s,
@@ -46,7 +61,13 @@ pub fn run(config: Config) -> ExitCode {
         }
     };
     drop(runtime);
+    metrics.mark_config_loaded();
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
+    let reloader = Arc::new(Reloader::new(
+        source,
+        Arc::clone(&state),
+        Arc::clone(&metrics),
+    ));
 
     let conf = ServerConf {
         threads: server_cfg.threads,
@@ -58,22 +79,41 @@ pub fn run(config: Config) -> ExitCode {
     server.bootstrap();
 
     let lifecycle = Arc::new(Lifecycle::default());
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(Arc::clone(&state), Arc::clone(&lifecycle)),
-        "gateway",
+    let gateway = Gateway::new(
+        Arc::clone(&state),
+        Arc::clone(&lifecycle),
+        Arc::clone(&metrics),
     );
+    let mut proxy =
+        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
     for l in &listeners {
         proxy.add_tcp(&l.address.to_string());
         tracing::info!(event = "listening", address = %l.address, "listening (http)");
     }
     server.add_service(proxy);
+
+    let admin = AdminApp {
+        state: Arc::clone(&state),
+        metrics: Arc::clone(&metrics),
+        reloader: Arc::clone(&reloader),
+        lifecycle: Arc::clone(&lifecycle),
+        allow: admin_cfg.allow.clone(),
+    };
+    let mut admin_service = Service::new("admin".to_owned(), admin);
+    admin_service.add_tcp(&admin_cfg.address.to_string());
+    tracing::info!(event = "listening", address = %admin_cfg.address, "admin listener");
+    server.add_service(admin_service);
+
+    server.add_service(background_service(
+        "health checks",
+        HealthService::new(Arc::clone(&state)),
+    ));
     let limiter_state = Arc::clone(&state);
     let sweeper = Sweeper::new(move || limiter_state.load().limiters.clone());
     server.add_service(background_service("rate-limit sweeper", sweeper));
     server.add_service(background_service(
-        "health checks",
-        HealthService::new(Arc::clone(&state)),
+        "sighup reload",
+        SighupReload { reloader },
     ));
     server.add_service(background_service(
         "drain watcher",
@@ -81,6 +121,28 @@ pub fn run(config: Config) -> ExitCode {
     ));
     server.run(RunArgs::default());
     ExitCode::SUCCESS
+}
+
+/// SIGHUP reloads the config file, like nginx.
+struct SighupReload {
+    reloader: Arc<Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for SighupReload {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::error!("cannot listen for SIGHUP: reload through `gateway reload` only");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => { self.reloader.reload("SIGHUP").await; }
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+        }
+    }
 }
 
 /// After SIGTERM pingora stops accepting and then waits the whole grace period; this

@@ -1,5 +1,6 @@
-//! Command line: `gateway run`, `gateway check` (like `nginx -t`).
+//! Command line: `gateway run`, `check` (like `nginx -t`), `reload`, `healthcheck`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -27,5 +28,22 @@ pub enum Command {
     Check {
         #[arg(long, short, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
+    },
+    /// Ask the running gateway to reload its config file; exits 1 printing the problems
+    /// when the new config is refused (the old one keeps serving).
+    Reload {
+        /// The config file of the running gateway (to find its admin listener).
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        /// The admin listener's address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Probe the admin listener's /healthz (for container HEALTHCHECKs): exit 0 if alive.
+    Healthcheck {
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        admin: Option<SocketAddr>,
     },
 }

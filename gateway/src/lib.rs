@@ -17,13 +17,17 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod headers;
+pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod ratelimit;
+pub mod reload;
 pub mod request_id;
 pub mod routing;
 pub mod state;

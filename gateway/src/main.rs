@@ -1,7 +1,10 @@
-//! `gateway`: parse the command line, load the config, then check or run.
+//! `gateway`: parse the command line, load the config, then check, run, or talk to the
+//! running gateway's admin listener.
 
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use gateway::cli::{Cli, Command};
@@ -15,6 +18,45 @@ fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
             config::DEFAULT_CONFIG,
             &|n| std::env::var(n).ok(),
         ),
+    }
+}
+
+/// The admin address: `--admin`, else the config's, else the default. A config that
+/// does not load still lets `reload` reach the gateway, which then reports the problems.
+fn admin_address(flag: Option<SocketAddr>, config: Option<&Path>) -> SocketAddr {
+    flag.or_else(|| load(config).ok().map(|c| c.admin.address))
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9901)))
+}
+
+fn reload(flag: Option<SocketAddr>, config: Option<PathBuf>) -> ExitCode {
+    let addr = admin_address(flag, config.as_deref());
+    match gateway::client::request(addr, "POST", "/reload", Duration::from_secs(60)) {
+        Ok((200, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            println!("reloaded");
+            for k in v["needs_restart"].as_array().into_iter().flatten() {
+                println!(
+                    "needs restart to change: {}",
+                    k.as_str().unwrap_or_default()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Ok((_, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            match v["errors"].as_array() {
+                Some(errors) => errors
+                    .iter()
+                    .for_each(|e| eprintln!("{}", e.as_str().unwrap_or_default())),
+                None => eprintln!("{body}"),
+            }
+            eprintln!("reload refused: the running config is unchanged");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -33,12 +75,27 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match load(config.as_deref()) {
-            Ok(c) => gateway::app::run(c),
+            Ok(c) => gateway::app::run(c, config),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("not starting: {} problem(s) in the config", errors.0.len());
                 ExitCode::FAILURE
             }
         },
+        Command::Reload { config, admin } => reload(admin, config),
+        Command::Healthcheck { config, admin } => {
+            let addr = admin_address(admin, config.as_deref());
+            match gateway::client::request(addr, "GET", "/healthz", Duration::from_secs(3)) {
+                Ok((200, _)) => ExitCode::SUCCESS,
+                Ok((status, _)) => {
+                    eprintln!("unhealthy: {status}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }

@@ -144,6 +144,8 @@ pub fn replica_list(rs: &[&Replica]) -> String {
 /// One gateway process on a fresh port, running `config` (with `{listen}` substituted).
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The admin listener (a fresh port per gateway, so tests can run in parallel).
+    pub admin: SocketAddr,
     pub child: Child,
     pub config: PathBuf,
     pub log: PathBuf,
@@ -154,8 +156,9 @@ impl Gateway {
     pub fn start(config: &str) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, config.replace("{listen}", &addr.to_string())).unwrap();
+        std::fs::write(&config_path, Self::render(config, addr, admin)).unwrap();
         let log = dir.path().join("gateway.log");
         let child = Command::new(bin("gateway"))
             .arg("run")
@@ -167,6 +170,7 @@ impl Gateway {
             .unwrap();
         let mut gw = Gateway {
             addr,
+            admin,
             child,
             config: config_path,
             log,
@@ -181,6 +185,26 @@ impl Gateway {
             gw.stderr_text()
         );
         gw
+    }
+
+    /// `{listen}` and `{admin}` substituted; an `[admin]` table added when missing.
+    pub fn render(config: &str, addr: SocketAddr, admin: SocketAddr) -> String {
+        let mut text = config
+            .replace("{listen}", &addr.to_string())
+            .replace("{admin}", &admin.to_string());
+        if !text.contains("[admin]") {
+            text.push_str(&format!("\n[admin]\naddress = \"{admin}\"\n"));
+        }
+        text
+    }
+
+    /// Replaces the config file (for reload tests), with the same substitutions.
+    pub fn write_config(&self, config: &str) {
+        std::fs::write(&self.config, Self::render(config, self.addr, self.admin)).unwrap();
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
     }
 
     pub fn url(&self, path: &str) -> String {

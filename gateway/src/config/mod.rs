@@ -43,6 +43,15 @@ pub struct Config {
     /// Sorted by name; `RoutePolicy::cors` indexes here.
     pub cors: Vec<Cors>,
     pub limits: Limits,
+    pub admin: Admin,
+}
+
+/// The admin listener: metrics, health, status and reload; never on a public listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+    /// Who may use it; empty means loopback only.
+    pub allow: Vec<IpNet>,
 }
 
 /// Response headers to set and remove, names lowercase, values checked at load.
@@ -183,6 +192,15 @@ pub enum HostMatch {
     Exact(String),
     /// `*.example.com`: any name ending in `.example.com` (stored as `.example.com`).
     Suffix(String),
+}
+
+impl std::fmt::Display for HostMatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
 }
 
 /// Reads, expands, parses and validates the file at `path`.

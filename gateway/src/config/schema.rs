@@ -36,6 +36,16 @@ pub struct File {
     pub cors: BTreeMap<String, CorsSection>,
     #[serde(default)]
     pub limits: LimitsSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    pub address: Option<SocketAddr>,
+    #[serde(default)]
+    pub allow: Vec<Cidr>,
 }
 
 #[derive(Debug, Deserialize, Default)]

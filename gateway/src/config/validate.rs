@@ -17,6 +17,8 @@ use super::{Config, Health, HostMatch, Listener, Log, Pool, Route, Server};
 pub mod defaults {
     use std::time::Duration;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const ADMIN_ADDRESS: std::net::SocketAddr =
+        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
     pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
     pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -137,6 +139,7 @@ impl Validator<'_> {
         let pools = self.pools(file.pools);
         let headers = self.header_policy(file.headers);
         let limits = self.limits(&file.limits);
+        let admin = self.admin(file.admin, &listeners);
         let names = super::policy::Names {
             rate_limits: file.rate_limits.keys().cloned().collect(),
             cors: file.cors.keys().cloned().collect(),
@@ -160,6 +163,7 @@ impl Validator<'_> {
             rate_limits,
             cors,
             limits,
+            admin,
         }
     }
 
@@ -194,6 +198,32 @@ impl Validator<'_> {
             level,
             format: l.format.unwrap_or_default(),
             access_log: l.access_log.unwrap_or(true),
+        }
+    }
+
+    fn admin(&mut self, a: schema::AdminSection, listeners: &[Listener]) -> super::Admin {
+        let address = a.address.unwrap_or(defaults::ADMIN_ADDRESS);
+        let path = [key("admin"), key("address")];
+        if !address.ip().is_loopback() && a.allow.is_empty() {
+            self.err(
+                &path,
+                format!("admin on {address} would be reachable from other hosts: add `allow = [\"10.0.0.0/8\"]` (the networks of your Prometheus and operators) or bind it to 127.0.0.1"),
+            );
+        }
+        if listeners.iter().any(|l| {
+            l.address.port() == address.port()
+                && (l.address.ip() == address.ip()
+                    || l.address.ip().is_unspecified()
+                    || address.ip().is_unspecified())
+        }) {
+            self.err(
+                &path,
+                format!("admin address {address} overlaps a public listener; use its own port"),
+            );
+        }
+        super::Admin {
+            address,
+            allow: a.allow.into_iter().map(|c| c.0).collect(),
         }
     }
 

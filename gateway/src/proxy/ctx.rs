@@ -24,6 +24,8 @@ pub struct Ctx {
     pub route: Option<usize>,
     /// Replicas tried so far, in order; the last one is the current one.
     pub tried: Vec<SocketAddr>,
+    /// When the current attempt's replica was picked (for connect timing).
+    pub attempt_started: Option<Instant>,
     pub upgrade: bool,
     /// Set once a response header went to the client: from then on nothing is retried.
     pub response_started: bool,
@@ -62,6 +64,7 @@ impl Ctx {
             client_ip: None,
             route: None,
             tried: Vec::new(),
+            attempt_started: None,
             upgrade: false,
             response_started: false,
             failure: None,

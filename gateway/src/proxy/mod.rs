@@ -14,6 +14,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::metrics::Metrics;
 use crate::state::SharedState;
 use crate::{request_id, routing, telemetry};
 use ctx::{Ctx, Lifecycle};
@@ -22,11 +23,33 @@ use respond::{send_error, GatewayError};
 pub struct Gateway {
     state: SharedState,
     lifecycle: Arc<Lifecycle>,
+    metrics: Arc<Metrics>,
 }
 
 impl Gateway {
-    pub fn new(state: SharedState, lifecycle: Arc<Lifecycle>) -> Self {
-        Gateway { state, lifecycle }
+    pub fn new(state: SharedState, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Self {
+        Gateway {
+            state,
+            lifecycle,
+            metrics,
+        }
+    }
+
+    /// Counts one attempt at a replica (and a retry when another follows).
+    fn record_attempt(&self, ctx: &Ctx, replica: &HttpPeer, outcome: &str, retry: bool) {
+        if let Some(pool) = ctx.pool() {
+            let replica = replica._address.to_string();
+            self.metrics
+                .upstream_requests
+                .with_label_values(&[pool.name(), &replica, outcome])
+                .inc();
+            if retry {
+                self.metrics
+                    .upstream_retries
+                    .with_label_values(&[pool.name()])
+                    .inc();
+            }
+        }
     }
 
     /// Whether another attempt makes sense: the pool allows more, and a healthy replica
@@ -85,6 +108,7 @@ impl ProxyHttp for Gateway {
         match picked {
             Some((Some(addr), pool)) => {
                 ctx.tried.push(addr);
+                ctx.attempt_started = Some(std::time::Instant::now());
                 Ok(pool.peer(addr, ctx.upgrade))
             }
             _ => {
@@ -154,6 +178,42 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        // 1xx informational headers are not the answer.
+        if !resp.status.is_informational() || resp.status == 101 {
+            if let (Some(pool), Some(addr)) = (ctx.pool(), ctx.tried.last()) {
+                self.metrics
+                    .upstream_requests
+                    .with_label_values(&[pool.name(), &addr.to_string(), "ok"])
+                    .inc();
+            }
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora_core::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let (false, Some(started), Some(pool)) = (reused, ctx.attempt_started, ctx.pool()) {
+            self.metrics
+                .upstream_connect
+                .with_label_values(&[pool.name()])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -178,6 +238,7 @@ impl ProxyHttp for Gateway {
         ctx.last_failure = GatewayError::classify(&e);
         let retry = Self::can_retry(ctx);
         tracing::warn!(request_id = %ctx.request_id, replica = %peer._address, error = %e, retry, "cannot connect to replica");
+        self.record_attempt(ctx, peer, "connect_error", retry);
         e.set_retry(retry);
         e
     }
@@ -200,6 +261,15 @@ impl ProxyHttp for Gateway {
             && !session.as_ref().retry_buffer_truncated()
             && Self::can_retry(ctx);
         tracing::warn!(request_id = %ctx.request_id, replica = %peer._address, error = %e, retry, "replica failed mid-request");
+        let outcome = if matches!(
+            e.etype(),
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+        ) {
+            "timeout"
+        } else {
+            "error"
+        };
+        self.record_attempt(ctx, peer, outcome, retry);
         e.set_retry(retry);
         e
     }
@@ -228,6 +298,24 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         telemetry::access_log(session, e, ctx);
+        let route = ctx.route().map_or("-", |r| &*r.name);
+        let status_code = session.response_written().map(|r| r.status);
+        let status = status_code.as_ref().map_or("0", |s| s.as_str());
+        let method = crate::metrics::method_label(&session.req_header().method);
+        self.metrics
+            .requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.metrics
+            .request_duration
+            .with_label_values(&[route])
+            .observe(ctx.started.elapsed().as_secs_f64());
+        if let Some(limit) = &ctx.rate_limited_by {
+            self.metrics
+                .ratelimit_rejected
+                .with_label_values(&[route, limit])
+                .inc();
+        }
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {

@@ -29,7 +29,18 @@ pub struct PoolHealthCheck {
     /// Until the first pass completes every replica is presumed healthy; that pass must
     /// therefore flip a failing replica on its first failure, not after N of them.
     first_pass_done: Arc<AtomicBool>,
+    last: Arc<LastChecks>,
 }
+
+/// The most recent check of one replica, for `/status`.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
+    pub ok: bool,
+    pub at: std::time::SystemTime,
+    pub error: Option<String>,
+}
+
+pub type LastChecks = dashmap::DashMap<std::net::SocketAddr, CheckRecord>;
 
 impl PoolHealthCheck {
     pub fn new(
@@ -37,6 +48,7 @@ impl PoolHealthCheck {
         h: &config::Health,
         replicas: &[String],
         first_pass_done: Arc<AtomicBool>,
+        last: Arc<LastChecks>,
     ) -> Self {
         // Send the Host an app expects from its own name (frameworks that check Host
         // would fail a check sent with an arbitrary one).
@@ -69,6 +81,7 @@ impl PoolHealthCheck {
             healthy_after: h.healthy_after,
             unhealthy_after: h.unhealthy_after,
             first_pass_done,
+            last,
         }
     }
 }
@@ -77,6 +90,14 @@ impl PoolHealthCheck {
 impl HealthCheck for PoolHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let r = self.inner.check(target).await;
+        if let Some(addr) = target.addr.as_inet() {
+            let record = CheckRecord {
+                ok: r.is_ok(),
+                at: std::time::SystemTime::now(),
+                error: r.as_ref().err().map(|e| e.to_string()),
+            };
+            self.last.insert(*addr, record);
+        }
         if let Err(e) = &r {
             tracing::debug!(event = "health_check_failed", pool = %self.pool, replica = %target.addr, error = %e);
         }

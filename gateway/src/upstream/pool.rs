@@ -12,7 +12,7 @@ use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 
-use super::health::PoolHealthCheck;
+use super::health::{CheckRecord, LastChecks, PoolHealthCheck};
 use crate::config;
 
 pub struct Pool {
@@ -24,6 +24,7 @@ pub struct Pool {
     checking: AtomicBool,
     /// Shared with the pool's health check: set once its first (decisive) pass is done.
     first_pass_done: Arc<AtomicBool>,
+    last_checks: Arc<LastChecks>,
 }
 
 impl Pool {
@@ -45,9 +46,15 @@ impl Pool {
             .map_err(|e| format!("invalid replica address: {e}"))?;
         let mut backends = Backends::new(Static::new(backends));
         let first_pass_done = Arc::new(AtomicBool::new(false));
+        let last_checks = Arc::new(LastChecks::new());
         if let Some(h) = &cfg.health {
-            let check =
-                PoolHealthCheck::new(&cfg.name, h, &cfg.replicas, Arc::clone(&first_pass_done));
+            let check = PoolHealthCheck::new(
+                &cfg.name,
+                h,
+                &cfg.replicas,
+                Arc::clone(&first_pass_done),
+                Arc::clone(&last_checks),
+            );
             backends.set_health_check(Box::new(check));
         }
         let lb = LoadBalancer::<RoundRobin>::from_backends(backends);
@@ -60,7 +67,13 @@ impl Pool {
             replicas,
             checking: AtomicBool::new(false),
             first_pass_done,
+            last_checks,
         }))
+    }
+
+    /// The last health check of `addr`, if one ran.
+    pub fn last_check(&self, addr: SocketAddr) -> Option<CheckRecord> {
+        self.last_checks.get(&addr).map(|r| r.clone())
     }
 
     pub fn name(&self) -> &str {
