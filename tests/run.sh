@@ -4,7 +4,7 @@
 # (real gateway and upstream-api processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/deps.sh
+bash tests/deps.sh prometheus   # promtool checks the alert rules
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
