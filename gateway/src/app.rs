@@ -23,7 +23,10 @@ use crate::ratelimit::sweeper::Sweeper;
 use crate::reload::Reloader;
 use crate::state::Snapshot;
 use crate::telemetry;
+use crate::tls::manager::{install_local, CertManager};
+use crate::tls::TlsState;
 use crate::upstream::health::HealthService;
+use pingora_core::listeners::tls::TlsSettings;
 
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).
 /// `source` is the config file, for reloads (`None`: the embedded default).
@@ -62,6 +65,17 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
     };
     drop(runtime);
     metrics.mark_config_loaded();
+    // Certificates that need no network serve from the first connection: files, the
+    // local CA, and ACME certificates persisted by an earlier run.
+    let tls = Arc::new(TlsState::default());
+    let problems = install_local(&snapshot.config, &tls, &metrics);
+    if !problems.is_empty() {
+        for p in &problems {
+            tracing::error!(event = "certificate_load_failed", error = %p);
+            eprintln!("{p}");
+        }
+        return ExitCode::FAILURE;
+    }
     let state = Arc::new(ArcSwap::from_pointee(snapshot));
     let reloader = Arc::new(Reloader::new(
         source,
@@ -83,12 +97,29 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
         Arc::clone(&state),
         Arc::clone(&lifecycle),
         Arc::clone(&metrics),
+        Arc::clone(&tls),
     );
     let mut proxy =
         pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
     for l in &listeners {
-        proxy.add_tcp(&l.address.to_string());
-        tracing::info!(event = "listening", address = %l.address, "listening (http)");
+        if l.tls {
+            let mut settings = match TlsSettings::intermediate("", "") {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot set up TLS");
+                    return ExitCode::FAILURE;
+                }
+            };
+            settings.set_cert_resolver(
+                Arc::clone(&tls.store) as Arc<dyn rustls::server::ResolvesServerCert>
+            );
+            settings.enable_h2();
+            proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+            tracing::info!(event = "listening", address = %l.address, "listening (https, h2 and http/1.1)");
+        } else {
+            proxy.add_tcp(&l.address.to_string());
+            tracing::info!(event = "listening", address = %l.address, "listening (http)");
+        }
     }
     server.add_service(proxy);
 
@@ -111,6 +142,8 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
     let limiter_state = Arc::clone(&state);
     let sweeper = Sweeper::new(move || limiter_state.load().limiters.clone());
     server.add_service(background_service("rate-limit sweeper", sweeper));
+    let certs = CertManager::new(Arc::clone(&state), Arc::clone(&tls), Arc::clone(&metrics));
+    server.add_service(background_service("certificates", certs));
     server.add_service(background_service(
         "sighup reload",
         SighupReload { reloader },

@@ -32,4 +32,5 @@ pub mod request_id;
 pub mod routing;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     last_reload_success: Gauge,
     in_flight: IntGauge,
+    pub tls_cert_expiry: prometheus::GaugeVec,
+    pub acme_orders: IntCounterVec,
 }
 
 /// Infallible in practice (names and labels are static); a failure would be a bug we
@@ -158,6 +160,24 @@ impl Metrics {
             in_flight: reg(
                 &r,
                 IntGauge::new("gateway_requests_in_flight", "Requests being handled now.")?,
+            )?,
+            tls_cert_expiry: reg(
+                &r,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "gateway_tls_certificate_expiry_timestamp_seconds",
+                        "When the certificate served for a name expires.",
+                    ),
+                    &["name", "source"],
+                )?,
+            )?,
+            acme_orders: reg(
+                &r,
+                counter(
+                    "gateway_acme_orders_total",
+                    "ACME certificate orders, by result: ok, error.",
+                    &["result"],
+                )?,
             )?,
             registry: r,
         })

@@ -14,6 +14,7 @@ use crate::policy::cors::CompiledCors;
 use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limiter;
 use crate::routing::Router;
+use crate::tls::sites::SiteTable;
 use crate::upstream::{health, Pool};
 
 pub struct Snapshot {
@@ -28,6 +29,8 @@ pub struct Snapshot {
     pub policies: Vec<CompiledPolicy>,
     /// For responses that match no route.
     pub fallback: CompiledPolicy,
+    /// Host -> site, for redirects and HSTS.
+    pub sites: SiteTable,
 }
 
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
@@ -85,6 +88,7 @@ impl Snapshot {
             .map(|r| CompiledPolicy::compile(&r.policy, &limiters, &cors))
             .collect();
         let fallback = CompiledPolicy::fallback(&config);
+        let sites = SiteTable::new(&config);
         Ok(Snapshot {
             config: Arc::new(config),
             router,
@@ -92,6 +96,7 @@ impl Snapshot {
             limiters,
             policies,
             fallback,
+            sites,
         })
     }
 }

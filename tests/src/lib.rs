@@ -4,6 +4,9 @@
 //! (`cargo build --workspace --bins`, which `tests/run.sh` does).
 #![allow(clippy::unwrap_used)]
 
+pub mod pebble;
+pub mod pki;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -142,8 +145,29 @@ pub fn replica_list(rs: &[&Replica]) -> String {
 }
 
 /// One gateway process on a fresh port, running `config` (with `{listen}` substituted).
+/// The ports one gateway listens on, chosen before it starts.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub listen: SocketAddr,
+    pub tls: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Ports {
+    pub fn fresh() -> Ports {
+        let at = |p: u16| format!("127.0.0.1:{p}").parse().unwrap();
+        Ports {
+            listen: at(free_port()),
+            tls: at(free_port()),
+            admin: at(free_port()),
+        }
+    }
+}
+
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The HTTPS listener, when the config has `{tls}`.
+    pub tls: SocketAddr,
     /// The admin listener (a fresh port per gateway, so tests can run in parallel).
     pub admin: SocketAddr,
     pub child: Child,
@@ -154,11 +178,19 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(config: &str) -> Gateway {
+        Self::start_at(config, Ports::fresh())
+    }
+
+    /// Starts on chosen ports (`{listen}`, `{tls}`, `{admin}` in the config).
+    pub fn start_at(config: &str, ports: Ports) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let Ports {
+            listen: addr,
+            tls,
+            admin,
+        } = ports;
         let config_path = dir.path().join("gateway.toml");
-        std::fs::write(&config_path, Self::render(config, addr, admin)).unwrap();
+        std::fs::write(&config_path, Self::render(config, ports)).unwrap();
         let log = dir.path().join("gateway.log");
         let child = Command::new(bin("gateway"))
             .arg("run")
@@ -170,6 +202,7 @@ impl Gateway {
             .unwrap();
         let mut gw = Gateway {
             addr,
+            tls,
             admin,
             child,
             config: config_path,
@@ -187,10 +220,12 @@ impl Gateway {
         gw
     }
 
-    /// `{listen}` and `{admin}` substituted; an `[admin]` table added when missing.
-    pub fn render(config: &str, addr: SocketAddr, admin: SocketAddr) -> String {
+    /// `{listen}`, `{tls}` and `{admin}` substituted; an `[admin]` table added when missing.
+    pub fn render(config: &str, ports: Ports) -> String {
+        let admin = ports.admin;
         let mut text = config
-            .replace("{listen}", &addr.to_string())
+            .replace("{listen}", &ports.listen.to_string())
+            .replace("{tls}", &ports.tls.to_string())
             .replace("{admin}", &admin.to_string());
         if !text.contains("[admin]") {
             text.push_str(&format!("\n[admin]\naddress = \"{admin}\"\n"));
@@ -200,7 +235,12 @@ impl Gateway {
 
     /// Replaces the config file (for reload tests), with the same substitutions.
     pub fn write_config(&self, config: &str) {
-        std::fs::write(&self.config, Self::render(config, self.addr, self.admin)).unwrap();
+        let ports = Ports {
+            listen: self.addr,
+            tls: self.tls,
+            admin: self.admin,
+        };
+        std::fs::write(&self.config, Self::render(config, ports)).unwrap();
     }
 
     pub fn admin_url(&self, path: &str) -> String {

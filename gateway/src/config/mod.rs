@@ -8,6 +8,7 @@ mod doc;
 mod error;
 mod policy;
 mod schema;
+mod tls;
 mod validate;
 
 use std::net::SocketAddr;
@@ -23,7 +24,8 @@ pub use schema::LogFormat;
 /// The default config, embedded so `gateway run` works on localhost with no file.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config/gateway.toml");
 /// How the embedded default is named in messages.
-pub const DEFAULT_CONFIG_NAME: &str = "<embedded config/gateway.toml>";
+/// Named like the file it embeds, so relative paths in it resolve the same way.
+pub const DEFAULT_CONFIG_NAME: &str = "config/gateway.toml (embedded)";
 
 /// The typed runtime configuration.
 #[derive(Debug, Clone)]
@@ -44,6 +46,10 @@ pub struct Config {
     pub cors: Vec<Cors>,
     pub limits: Limits,
     pub admin: Admin,
+    pub tls: Tls,
+    pub sites: Vec<Site>,
+    /// Things that are allowed but probably not meant (printed by `gateway check`).
+    pub warnings: Vec<String>,
 }
 
 /// The admin listener: metrics, health, status and reload; never on a public listener.
@@ -144,6 +150,47 @@ pub struct Log {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
     pub address: SocketAddr,
+    pub tls: bool,
+}
+
+/// Where certificates live and how often renewals are considered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// `internal/` (the local CA) and `acme/` (account, certificates) live here.
+    pub state_dir: PathBuf,
+
+    /// Backoff after a failed order: from `retry_min`, doubling, at most `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// A set of names served over HTTPS with one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Site {
+    /// Lowercase; may include one wildcard form `*.example.com`.
+    pub names: Vec<String>,
+    pub certificate: CertSource,
+    /// Status of the HTTP->HTTPS redirect on plain listeners (`None`: no redirect).
+    pub redirect: Option<u16>,
+    /// The `Strict-Transport-Security` value (`None`: not sent).
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    Internal,
+    Files { cert: PathBuf, key: PathBuf },
+    Acme(Acme),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acme {
+    pub directory: String,
+    pub email: Option<String>,
+    /// A root to trust for the ACME server itself (private CAs, tests).
+    pub ca_root: Option<PathBuf>,
+    /// Renew this long before expiry (`None`: 30 days, or a third of a short lifetime).
+    pub renew_before: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -38,6 +38,10 @@ pub struct File {
     pub limits: LimitsSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
+    pub sites: Vec<SiteSection>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -152,6 +156,61 @@ pub enum LogFormat {
 #[serde(deny_unknown_fields)]
 pub struct ListenerSection {
     pub address: SocketAddr,
+    /// HTTPS (certificates from `[[sites]]`) instead of plain HTTP.
+    #[serde(default)]
+    pub tls: bool,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub state_dir: Option<String>,
+
+    pub retry_min: Option<Dur>,
+    pub retry_max: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteSection {
+    pub names: Vec<String>,
+    pub certificate: CertSourceKind,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub acme: Option<AcmeSection>,
+    pub redirect: Option<RedirectKind>,
+    pub hsts: Option<bool>,
+    pub hsts_max_age: Option<Dur>,
+    pub hsts_include_subdomains: Option<bool>,
+    pub hsts_preload: Option<bool>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CertSourceKind {
+    Internal,
+    Acme,
+    Files,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectKind {
+    #[serde(rename = "308")]
+    Permanent308,
+    #[serde(rename = "301")]
+    Moved301,
+    #[serde(rename = "off")]
+    Off,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeSection {
+    pub directory: String,
+    pub email: Option<String>,
+    pub ca_root: Option<String>,
+    pub renew_before: Option<Dur>,
+    pub challenge: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

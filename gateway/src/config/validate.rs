@@ -140,6 +140,10 @@ impl Validator<'_> {
         let headers = self.header_policy(file.headers);
         let limits = self.limits(&file.limits);
         let admin = self.admin(file.admin, &listeners);
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tls = self.tls(&file.tls, &base);
+        let mut warnings = Vec::new();
+        let sites = self.sites(file.sites, &base, &listeners, &mut warnings);
         let names = super::policy::Names {
             rate_limits: file.rate_limits.keys().cloned().collect(),
             cors: file.cors.keys().cloned().collect(),
@@ -164,6 +168,9 @@ impl Validator<'_> {
             cors,
             limits,
             admin,
+            tls,
+            sites,
+            warnings,
         }
     }
 
@@ -243,7 +250,10 @@ impl Validator<'_> {
                     format!("address {} is listed twice", l.address),
                 );
             }
-            out.push(Listener { address: l.address });
+            out.push(Listener {
+                address: l.address,
+                tls: l.tls,
+            });
         }
         out
     }

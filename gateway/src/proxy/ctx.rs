@@ -27,6 +27,10 @@ pub struct Ctx {
     /// When the current attempt's replica was picked (for connect timing).
     pub attempt_started: Option<Instant>,
     pub upgrade: bool,
+    /// The request came over TLS (HSTS, `X-Forwarded-Proto: https`).
+    pub tls: bool,
+    /// The site the Host belongs to (index into the snapshot's sites).
+    pub site: Option<usize>,
     /// Set once a response header went to the client: from then on nothing is retried.
     pub response_started: bool,
     /// A failure decided by the gateway itself (no route, no healthy replica).
@@ -66,6 +70,8 @@ impl Ctx {
             tried: Vec::new(),
             attempt_started: None,
             upgrade: false,
+            tls: false,
+            site: None,
             response_started: false,
             failure: None,
             last_failure: None,

@@ -16,6 +16,8 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
+use crate::tls::sites::ACME_CHALLENGE_PREFIX;
+use crate::tls::TlsState;
 use crate::{request_id, routing, telemetry};
 use ctx::{Ctx, Lifecycle};
 use respond::{send_error, GatewayError};
@@ -24,14 +26,21 @@ pub struct Gateway {
     state: SharedState,
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
+    tls: Arc<TlsState>,
 }
 
 impl Gateway {
-    pub fn new(state: SharedState, lifecycle: Arc<Lifecycle>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        state: SharedState,
+        lifecycle: Arc<Lifecycle>,
+        metrics: Arc<Metrics>,
+        tls: Arc<TlsState>,
+    ) -> Self {
         Gateway {
             state,
             lifecycle,
             metrics,
+            tls,
         }
     }
 
@@ -79,6 +88,25 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let req = session.req_header();
+        ctx.site = ctx
+            .snapshot
+            .sites
+            .find(headers::request_host(&req.headers, &req.uri));
+        // Plain HTTP: ACME challenges first, then the redirect to HTTPS, both before
+        // any policy (a CA's validator must never be rate limited or redirected).
+        if !ctx.tls {
+            if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX) {
+                let answer = self.tls.challenges.get(token).map(|a| a.clone());
+                respond::send_challenge(session, ctx, answer).await?;
+                return Ok(true);
+            }
+            if let Some(status) = ctx.snapshot.sites.redirect(ctx.site) {
+                respond::send_redirect(session, ctx, status).await?;
+                return Ok(true);
+            }
+        }
         admit::admit(session, ctx, self.lifecycle.is_shutting_down()).await
     }
 
@@ -148,7 +176,7 @@ impl ProxyHttp for Gateway {
         // A trusted proxy in front of us knows the original scheme and host; anyone else
         // is told what we saw.
         if !(from_trusted && up.headers.contains_key(X_FORWARDED_PROTO)) {
-            up.insert_header(X_FORWARDED_PROTO, "http")?;
+            up.insert_header(X_FORWARDED_PROTO, if ctx.tls { "https" } else { "http" })?;
         }
         if !(from_trusted && up.headers.contains_key(X_FORWARDED_HOST)) {
             let host = session

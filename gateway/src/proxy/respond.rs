@@ -121,6 +121,12 @@ impl GatewayError {
 /// state.
 pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Result<()> {
     resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    // HSTS only where TLS terminates: never on a plain-HTTP response.
+    if ctx.tls {
+        if let Some(v) = ctx.snapshot.sites.hsts(ctx.site) {
+            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+        }
+    }
     let policy = ctx.policy();
     policy.headers.apply(resp)?;
     if let (Some(cors), false) = (&policy.cors, ctx.preflight) {
@@ -135,6 +141,42 @@ pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Res
         }
     }
     Ok(())
+}
+
+/// Sends a plain-HTTP request to the same host, path and query over HTTPS.
+pub async fn send_redirect(
+    session: &mut Session,
+    ctx: &Ctx,
+    status: u16,
+) -> pingora_core::Result<()> {
+    let req = session.req_header();
+    let host = crate::headers::request_host(&req.headers, &req.uri);
+    let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let location = ctx.snapshot.sites.location(host, target);
+    let mut resp = ResponseHeader::build(status, Some(8))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    finish_headers(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp), true).await
+}
+
+/// Answers an ACME HTTP-01 challenge (the key authorization), or 404 for unknown tokens.
+pub async fn send_challenge(
+    session: &mut Session,
+    ctx: &Ctx,
+    answer: Option<String>,
+) -> pingora_core::Result<()> {
+    let Some(answer) = answer else {
+        return send_error(session, ctx, GatewayError::NoRoute).await;
+    };
+    let mut resp = ResponseHeader::build(200, Some(6))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, answer.len())?;
+    finish_headers(&mut resp, ctx)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from(answer)), true)
+        .await
 }
 
 /// Answers an allowed CORS preflight with 204 and the prepared headers.

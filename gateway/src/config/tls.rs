@@ -1,0 +1,244 @@
+//! Validation of `[tls]` and `[[sites]]`: certificate sources, redirects, HSTS.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::doc::Seg;
+use super::schema::{self, CertSourceKind, RedirectKind};
+use super::validate::{key, valid_dns_name, Validator};
+use super::{Acme, CertSource, Listener, Site, Tls};
+
+pub mod defaults {
+    use std::time::Duration;
+    pub const STATE_DIR: &str = "certs";
+
+    pub const RETRY_MIN: Duration = Duration::from_secs(60);
+    pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+    pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 86400);
+
+/// Relative paths in the file are relative to the file's directory, so
+/// `gateway check --config /etc/gateway/gateway.toml` sees what `run` sees.
+pub fn resolve(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn at(base: &[Seg], k: &str) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.push(key(k));
+    p
+}
+
+impl Validator<'_> {
+    pub(super) fn tls(&mut self, t: &schema::TlsSection, base: &Path) -> Tls {
+        let b = [key("tls")];
+        Tls {
+            state_dir: resolve(base, t.state_dir.as_deref().unwrap_or(defaults::STATE_DIR)),
+
+            retry_min: self.positive(&at(&b, "retry_min"), t.retry_min, defaults::RETRY_MIN),
+            retry_max: self.positive(&at(&b, "retry_max"), t.retry_max, defaults::RETRY_MAX),
+        }
+    }
+
+    pub(super) fn sites(
+        &mut self,
+        sites: Vec<schema::SiteSection>,
+        base: &Path,
+        listeners: &[Listener],
+        warnings: &mut Vec<String>,
+    ) -> Vec<Site> {
+        let has_plain = listeners.iter().any(|l| !l.tls);
+        let has_tls = listeners.iter().any(|l| l.tls);
+        if has_tls && sites.is_empty() {
+            self.err(
+                &[key("listeners")],
+                "a TLS listener needs at least one [[sites]] entry with names and a certificate",
+            );
+        }
+        if !has_tls && !sites.is_empty() {
+            warnings.push(
+                "[[sites]] are configured but no listener has `tls = true`: no HTTPS is served"
+                    .into(),
+            );
+        }
+        let mut seen: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for (i, s) in sites.into_iter().enumerate() {
+            let b = vec![key("sites"), Seg::Index(i)];
+            let mut names = Vec::new();
+            if s.names.is_empty() {
+                self.err(
+                    &at(&b, "names"),
+                    "list at least one name, e.g. [\"example.com\", \"www.example.com\"]",
+                );
+            }
+            for (j, n) in s.names.iter().enumerate() {
+                let mut p = at(&b, "names");
+                p.push(Seg::Index(j));
+                let lower = n.to_ascii_lowercase();
+                let plain = lower.strip_prefix("*.").unwrap_or(&lower);
+                if !valid_dns_name(plain) && lower.parse::<std::net::IpAddr>().is_err() {
+                    self.err(
+                        &p,
+                        format!("invalid name {n:?}: write \"example.com\" or \"*.example.com\""),
+                    );
+                } else if seen.contains(&lower) {
+                    self.err(&p, format!("name {n:?} belongs to another site already"));
+                } else {
+                    seen.push(lower.clone());
+                    names.push(lower);
+                }
+            }
+            let certificate = match s.certificate {
+                CertSourceKind::Internal => CertSource::Internal,
+                CertSourceKind::Files => match (&s.cert_file, &s.key_file) {
+                    (Some(c), Some(k)) => {
+                        let (cert, key_path) = (resolve(base, c), resolve(base, k));
+                        for (field, path) in [("cert_file", &cert), ("key_file", &key_path)] {
+                            if let Err(e) = std::fs::metadata(path) {
+                                self.err(
+                                    &at(&b, field),
+                                    format!("cannot read {}: {e}", path.display()),
+                                );
+                            }
+                        }
+                        CertSource::Files {
+                            cert,
+                            key: key_path,
+                        }
+                    }
+                    _ => {
+                        self.err(
+                            &at(&b, "certificate"),
+                            "certificate = \"files\" needs cert_file and key_file (PEM)",
+                        );
+                        CertSource::Internal
+                    }
+                },
+                CertSourceKind::Acme => match &s.acme {
+                    Some(a) => self.acme(&at(&b, "acme"), a, base, &names, has_plain),
+                    None => {
+                        self.err(&at(&b, "certificate"), "certificate = \"acme\" needs a [sites.acme] table with at least `directory`");
+                        CertSource::Internal
+                    }
+                },
+            };
+            if s.certificate != CertSourceKind::Files
+                && (s.cert_file.is_some() || s.key_file.is_some())
+            {
+                self.err(
+                    &at(&b, "cert_file"),
+                    "cert_file/key_file are only used with certificate = \"files\"",
+                );
+            }
+            if s.certificate != CertSourceKind::Acme && s.acme.is_some() {
+                self.err(
+                    &at(&b, "acme"),
+                    "[sites.acme] is only used with certificate = \"acme\"",
+                );
+            }
+            let redirect = match s.redirect.unwrap_or(RedirectKind::Permanent308) {
+                RedirectKind::Permanent308 => Some(308),
+                RedirectKind::Moved301 => Some(301),
+                RedirectKind::Off => None,
+            };
+            let hsts = s.hsts.unwrap_or(true).then(|| {
+                let max_age = s.hsts_max_age.map_or(defaults::HSTS_MAX_AGE, |d| d.0);
+                let sub = s.hsts_include_subdomains.unwrap_or(false);
+                let preload = s.hsts_preload.unwrap_or(false);
+                if preload && (!sub || max_age < YEAR) {
+                    warnings.push(format!(
+                        "sites[{i}]: hsts_preload needs hsts_include_subdomains = true and hsts_max_age of at least one year, or browsers' preload lists refuse the site"
+                    ));
+                }
+                let mut v = format!("max-age={}", max_age.as_secs());
+                if sub {
+                    v.push_str("; includeSubDomains");
+                }
+                if preload {
+                    v.push_str("; preload");
+                }
+                v
+            });
+            out.push(Site {
+                names,
+                certificate,
+                redirect,
+                hsts,
+            });
+        }
+        out
+    }
+
+    fn acme(
+        &mut self,
+        b: &[Seg],
+        a: &schema::AcmeSection,
+        base: &Path,
+        names: &[String],
+        has_plain: bool,
+    ) -> CertSource {
+        if !a.directory.starts_with("https://") {
+            self.err(&at(b, "directory"), "the ACME directory must be an https:// URL, e.g. https://acme-staging-v02.api.letsencrypt.org/directory");
+        }
+        match a.challenge.as_deref().unwrap_or("http-01") {
+            "http-01" => {
+                if !has_plain {
+                    self.err(&at(b, "challenge"), "HTTP-01 needs a plain listener (port 80) to answer the CA: add a [[listeners]] entry without tls");
+                }
+            }
+            "tls-alpn-01" => self.err(
+                &at(b, "challenge"),
+                "tls-alpn-01 is not supported yet: use \"http-01\"",
+            ),
+            other => self.err(
+                &at(b, "challenge"),
+                format!("unknown challenge {other:?}: use \"http-01\""),
+            ),
+        }
+        for n in names {
+            if n.starts_with("*.") {
+                self.err(b, format!("{n}: wildcard names need the DNS-01 challenge, which is not supported: list the names"));
+            } else if n == "localhost"
+                || n.ends_with(".localhost")
+                || n.parse::<std::net::IpAddr>().is_ok()
+            {
+                self.err(b, format!("{n}: a CA cannot validate this name; use certificate = \"internal\" for local names"));
+            }
+        }
+        if let Some(e) = &a.email {
+            if !e.contains('@') || e.contains(char::is_whitespace) {
+                self.err(&at(b, "email"), format!("invalid email {e:?}"));
+            }
+        }
+        let ca_root = a.ca_root.as_deref().map(|p| resolve(base, p));
+        if let Some(p) = &ca_root {
+            if let Err(e) = std::fs::metadata(p) {
+                self.err(
+                    &at(b, "ca_root"),
+                    format!("cannot read {}: {e}", p.display()),
+                );
+            }
+        }
+        let renew_before = a.renew_before.map(|_| {
+            self.positive(
+                &at(b, "renew_before"),
+                a.renew_before,
+                Duration::from_secs(30 * 86400),
+            )
+        });
+        CertSource::Acme(Acme {
+            directory: a.directory.clone(),
+            email: a.email.clone(),
+            ca_root,
+            renew_before,
+        })
+    }
+}

@@ -1,0 +1,145 @@
+//! One ACME order (RFC 8555, via `instant-acme`): account (created once, kept in the
+//! state dir), HTTP-01 challenges answered by the gateway's own plain listener, CSR,
+//! certificate. Renewal scheduling and backoff live in `manager.rs`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+use rcgen::{CertificateParams, DistinguishedName, KeyPair};
+
+use super::store::{write_atomic, Challenges};
+use crate::config::Acme;
+
+/// Where an account for `directory` is kept (one per ACME server).
+fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
+    let safe: String = directory
+        .trim_start_matches("https://")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    state_dir.join("acme").join(format!("account-{safe}.json"))
+}
+
+/// Where the certificate of the site whose first name is `primary` is kept.
+pub fn cert_paths(state_dir: &Path, primary: &str) -> (PathBuf, PathBuf) {
+    let dir = state_dir
+        .join("acme")
+        .join(primary.replace('*', "_wildcard"));
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, String> {
+    let builder = || match &acme.ca_root {
+        Some(root) => Account::builder_with_root(root)
+            .map_err(|e| format!("cannot use ca_root {}: {e}", root.display())),
+        None => Account::builder().map_err(|e| format!("cannot set up the ACME client: {e}")),
+    };
+    let path = account_path(state_dir, &acme.directory);
+    if let Ok(saved) = std::fs::read_to_string(&path) {
+        match serde_json::from_str::<AccountCredentials>(&saved) {
+            Ok(creds) => {
+                return builder()?
+                    .from_credentials(creds)
+                    .await
+                    .map_err(|e| format!("cannot restore the ACME account: {e}"))
+            }
+            Err(e) => {
+                tracing::warn!(event = "acme_account_unreadable", path = %path.display(), error = %e, "creating a new account")
+            }
+        }
+    }
+    let contact: Vec<String> = acme.email.iter().map(|e| format!("mailto:{e}")).collect();
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let new = NewAccount {
+        contact: &contact,
+        terms_of_service_agreed: true,
+        only_return_existing: false,
+    };
+    let (account, creds) = builder()?
+        .create(&new, acme.directory.clone(), None)
+        .await
+        .map_err(|e| format!("cannot create an ACME account at {}: {e}", acme.directory))?;
+    let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
+    write_atomic(&path, &json, 0o600)
+        .map_err(|e| format!("cannot save the ACME account to {}: {e}", path.display()))?;
+    tracing::info!(event = "acme_account_created", directory = %acme.directory, "ACME account created");
+    Ok(account)
+}
+
+/// Orders a certificate for `names`; returns (chain PEM, key PEM).
+pub async fn order(
+    acme: &Acme,
+    names: &[String],
+    state_dir: &Path,
+    challenges: &Challenges,
+) -> Result<(String, String), String> {
+    let account = account(acme, state_dir).await?;
+    let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .map_err(|e| format!("new order: {e}"))?;
+    let mut tokens = Vec::new();
+    let result = async {
+        let mut authorizations = order.authorizations();
+        while let Some(authz) = authorizations.next().await {
+            let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+            if authz.status == AuthorizationStatus::Valid {
+                continue;
+            }
+            let mut challenge = authz
+                .challenge(ChallengeType::Http01)
+                .ok_or("the CA offered no http-01 challenge")?;
+            let token = challenge.token.clone();
+            challenges.insert(
+                token.clone(),
+                challenge.key_authorization().as_str().to_owned(),
+            );
+            tokens.push(token);
+            challenge
+                .set_ready()
+                .await
+                .map_err(|e| format!("challenge: {e}"))?;
+        }
+        let retry = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .timeout(Duration::from_secs(90));
+        let status = order
+            .poll_ready(&retry)
+            .await
+            .map_err(|e| format!("waiting for validation: {e}"))?;
+        if status != OrderStatus::Ready {
+            return Err(format!(
+                "the CA did not validate the order (status {status:?})"
+            ));
+        }
+        let mut params = CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
+        params.distinguished_name = DistinguishedName::new();
+        let key = KeyPair::generate().map_err(|e| e.to_string())?;
+        let csr = params.serialize_request(&key).map_err(|e| e.to_string())?;
+        order
+            .finalize_csr(csr.der())
+            .await
+            .map_err(|e| format!("finalize: {e}"))?;
+        let chain = order
+            .poll_certificate(&retry)
+            .await
+            .map_err(|e| format!("certificate: {e}"))?;
+        Ok((chain, key.serialize_pem()))
+    }
+    .await;
+    for t in tokens {
+        challenges.remove(&t);
+    }
+    result
+}

@@ -1,0 +1,1 @@
+//! ACME against Pebble (filled in below).
