@@ -234,3 +234,46 @@ async fn upstream_api_goes_not_ready_then_drains_on_sigterm() {
         .is_some()));
     assert!(r.child.try_wait().unwrap().unwrap().success());
 }
+
+#[test]
+fn check_warns_about_hsts_preload_without_its_requirements() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("g.toml");
+    std::fs::write(
+        &f,
+        "[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n[[sites]]\nnames = [\"localhost\"]\ncertificate = \"internal\"\nhsts_preload = true\n[pools.p]\nreplicas = [\"x:1\"]\n[[routes]]\npool = \"p\"\n",
+    )
+    .unwrap();
+    let (ok, out, _) = check(&f);
+    assert!(ok, "a warning is not an error");
+    assert!(
+        out.contains("warning: ")
+            && out.contains("hsts_preload needs hsts_include_subdomains = true"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_refuses_acme_without_a_plain_listener_and_unusable_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("g.toml");
+    std::fs::write(
+        &f,
+        "[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n[[sites]]\nnames = [\"localhost\", \"*.example.com\"]\ncertificate = \"acme\"\n[sites.acme]\ndirectory = \"https://acme.example/dir\"\nchallenge = \"dns-99\"\n[pools.p]\nreplicas = [\"x:1\"]\n[[routes]]\npool = \"p\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(&f);
+    assert!(!ok);
+    assert!(
+        err.contains("sites[0].acme.challenge: unknown challenge \"dns-99\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("localhost: a CA cannot validate this name"),
+        "{err}"
+    );
+    assert!(
+        err.contains("*.example.com: wildcard names need the DNS-01 challenge"),
+        "{err}"
+    );
+}

@@ -4,7 +4,8 @@
 # (real gateway and upstream-api processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash tests/deps.sh prometheus   # promtool checks the alert rules
+# promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client.
+bash tests/deps.sh prometheus pebble openssl
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

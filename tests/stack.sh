@@ -24,14 +24,17 @@ target/debug/gateway run --config config/gateway.toml &
 pids+=($!)
 
 for _ in $(seq 1 100); do
-  curl -fsS -o /dev/null http://127.0.0.1:8080/healthz 2>/dev/null && break
+  curl -fsS -o /dev/null --cacert certs/internal/ca.pem https://localhost:8443/healthz 2>/dev/null && break
   sleep 0.1
 done
 cat <<MSG
 
-  gateway ready:  http://localhost:8080/api/whoami
-  try:            curl -s http://localhost:8080/api/whoami
-                  curl -s -X POST -H 'content-type: application/json' -d '{"name":"tea"}' http://localhost:8080/api/items
+  gateway ready:  https://localhost:8443/api/whoami   (http://localhost:8080 redirects there)
+  try:            curl --cacert certs/internal/ca.pem https://localhost:8443/api/whoami
+                  curl --cacert certs/internal/ca.pem -X POST -H 'content-type: application/json' \
+                       -d '{"name":"tea"}' https://localhost:8443/api/items
+  metrics:        curl http://127.0.0.1:9901/metrics
+  trust the local CA in browsers: see docs/tls.md
   stop:           Ctrl-C
 
 MSG

@@ -120,8 +120,14 @@ async fn only_tls_12_and_13_and_h2_is_negotiated() {
         old.contains("Cipher is (NONE)") && old.contains("SSL alert number"),
         "{old}"
     );
-    assert!(s_client(&["-tls1_2"]).contains("Protocol  : TLSv1.2"));
-    assert!(s_client(&["-tls1_3"]).contains("Protocol  : TLSv1.3"));
+    // "New, TLSvX, Cipher is ..." is printed as soon as the handshake completes.
+    let v12 = s_client(&["-tls1_2"]);
+    assert!(
+        v12.contains("New, TLSv1.2, Cipher is ECDHE"),
+        "forward secrecy on 1.2: {v12}"
+    );
+    let v13 = s_client(&["-tls1_3"]);
+    assert!(v13.contains("New, TLSv1.3, Cipher is TLS_"), "{v13}");
 
     let ca_file = ca.cert_path.display().to_string();
     let out = Command::new("curl")

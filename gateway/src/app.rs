@@ -32,6 +32,9 @@ use pingora_core::listeners::tls::TlsSettings;
 /// `source` is the config file, for reloads (`None`: the embedded default).
 pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
     telemetry::init(&config.log);
+    for w in &config.warnings {
+        tracing::warn!(event = "config_warning", warning = %w);
+    }
     let metrics = match Metrics::new() {
         Ok(m) => Arc::new(m),
         Err(e) => {

@@ -65,6 +65,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match load(config.as_deref()) {
             Ok(c) => {
+                for w in &c.warnings {
+                    println!("warning: {}: {w}", c.source.display());
+                }
                 println!("ok: {}: {}", c.source.display(), c.summary());
                 ExitCode::SUCCESS
             }

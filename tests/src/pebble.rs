@@ -132,6 +132,13 @@ impl Pebble {
         );
     }
 
+    /// Restarts with extra environment (e.g. `PEBBLE_WFE_NONCEREJECT`).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.pebble.take() {
             let _ = c.kill();

@@ -277,8 +277,10 @@ impl Config {
     pub fn summary(&self) -> String {
         let replicas: usize = self.pools.iter().map(|p| p.replicas.len()).sum();
         format!(
-            "{} listener(s), {} pool(s) with {} replica(s), {} route(s)",
+            "{} listener(s) ({} TLS), {} site(s), {} pool(s) with {} replica(s), {} route(s)",
             self.listeners.len(),
+            self.listeners.iter().filter(|l| l.tls).count(),
+            self.sites.len(),
             self.pools.len(),
             replicas,
             self.routes.len()

@@ -14,6 +14,8 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use super::store::{write_atomic, Challenges};
 use crate::config::Acme;
 
+const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
+
 /// Where an account for `directory` is kept (one per ACME server).
 fn account_path(state_dir: &Path, directory: &str) -> PathBuf {
     let safe: String = directory
@@ -83,12 +85,24 @@ pub async fn order(
     state_dir: &Path,
     challenges: &Challenges,
 ) -> Result<(String, String), String> {
-    let account = account(acme, state_dir).await?;
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(|e| format!("new order: {e}"))?;
+    let account = account(acme, state_dir).await?;
+    let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
+        Ok(o) => o,
+        // The CA no longer knows the saved account (its database was reset, or the
+        // account was deactivated): register a new one instead of failing forever.
+        Err(instant_acme::Error::Api(p)) if p.r#type.as_deref() == Some(ACCOUNT_GONE) => {
+            let path = account_path(state_dir, &acme.directory);
+            tracing::warn!(event = "acme_account_gone", directory = %acme.directory, "the CA does not know our account: registering a new one");
+            let _ = std::fs::remove_file(&path);
+            let account = self::account(acme, state_dir).await?;
+            account
+                .new_order(&NewOrder::new(&identifiers))
+                .await
+                .map_err(|e| format!("new order: {e}"))?
+        }
+        Err(e) => return Err(format!("new order: {e}")),
+    };
     let mut tokens = Vec::new();
     let result = async {
         let mut authorizations = order.authorizations();
