@@ -53,10 +53,16 @@ impl AdminApp {
         else {
             return false;
         };
-        if self.allow.is_empty() {
-            return ip.is_loopback() || ip.to_string().starts_with("::ffff:127.");
-        }
-        crate::headers::is_trusted(ip, &self.allow)
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        // The host itself is always allowed (a container's HEALTHCHECK, `gateway reload`);
+        // without a list, loopback only.
+        let this_host = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
+        this_host
+            || (self.allow.is_empty() && ip.is_loopback())
+            || crate::headers::is_trusted(ip, &self.allow)
     }
 
     /// Pools used by routes that have no healthy replica.
@@ -78,7 +84,7 @@ impl AdminApp {
             .iter()
             .map(|p| {
                 let replicas: Vec<Value> = p
-                    .replicas
+                    .replicas()
                     .iter()
                     .map(|r| {
                         let last = p.last_check(*r);

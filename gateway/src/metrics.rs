@@ -196,7 +196,7 @@ impl Metrics {
         self.pool_healthy.reset();
         for pool in &snapshot.pools {
             let mut healthy = 0;
-            for replica in &pool.replicas {
+            for replica in &pool.replicas() {
                 let ok = pool.is_healthy(*replica);
                 healthy += i64::from(ok);
                 self.upstream_healthy

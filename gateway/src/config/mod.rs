@@ -207,6 +207,8 @@ pub struct Pool {
     pub upgrade_idle_timeout: Duration,
     /// Further attempts on other replicas after the first one failed.
     pub max_retries: usize,
+    /// How often replica names are resolved again (DNS discovery).
+    pub resolve_interval: Duration,
     /// Active checks; without a `[pools.NAME.health]` table only failed connections count.
     pub health: Option<Health>,
 }

@@ -223,6 +223,7 @@ pub struct PoolSection {
     pub idle_timeout: Option<Dur>,
     pub upgrade_idle_timeout: Option<Dur>,
     pub max_retries: Option<usize>,
+    pub resolve_interval: Option<Dur>,
     pub health: Option<HealthSection>,
 }
 

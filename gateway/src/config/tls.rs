@@ -139,10 +139,10 @@ impl Validator<'_> {
                 );
             }
             if s.certificate != CertSourceKind::Acme && s.acme.is_some() {
-                self.err(
-                    &at(&b, "acme"),
-                    "[sites.acme] is only used with certificate = \"acme\"",
-                );
+                // Allowed, so one file can switch with `certificate = "${CERTIFICATE:-internal}"`.
+                warnings.push(format!(
+                    "sites[{i}]: [sites.acme] is ignored while certificate is not \"acme\""
+                ));
             }
             let redirect = match s.redirect.unwrap_or(RedirectKind::Permanent308) {
                 RedirectKind::Permanent308 => Some(308),

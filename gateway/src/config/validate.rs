@@ -25,6 +25,7 @@ pub mod defaults {
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
     pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
     pub const MAX_RETRIES: usize = 2;
+    pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
     pub const HEALTH_PATH: &str = "/healthz";
     pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
     pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -314,6 +315,11 @@ impl Validator<'_> {
                 idle_timeout,
                 upgrade_idle_timeout,
                 max_retries: p.max_retries.unwrap_or(defaults::MAX_RETRIES),
+                resolve_interval: self.positive(
+                    &at("resolve_interval"),
+                    p.resolve_interval,
+                    defaults::RESOLVE_INTERVAL,
+                ),
                 health,
             });
         }

@@ -150,15 +150,24 @@ impl BackgroundService for HealthService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         // Keyed by the pool's address: a pool rebuilt by a reload is a new pool.
         let mut due: HashMap<usize, Instant> = HashMap::new();
+        let mut dns_due: HashMap<usize, Instant> = HashMap::new();
         let tick = Duration::from_millis(100);
         loop {
             let snapshot = self.state.load_full();
             let now = Instant::now();
             for pool in snapshot.pools.iter() {
+                let id = Arc::as_ptr(pool) as usize;
+                let next_dns = dns_due
+                    .entry(id)
+                    .or_insert(now + pool.config.resolve_interval);
+                if *next_dns <= now {
+                    *next_dns = now + pool.config.resolve_interval;
+                    let pool = Arc::clone(pool);
+                    tokio::spawn(async move { pool.refresh().await });
+                }
                 let Some(interval) = pool.health_interval() else {
                     continue;
                 };
-                let id = Arc::as_ptr(pool) as usize;
                 let next = due.entry(id).or_insert(now + interval);
                 if *next <= now && pool.try_start_check() {
                     *next = now + interval;
@@ -169,6 +178,12 @@ impl BackgroundService for HealthService {
                     });
                 }
             }
+            dns_due.retain(|id, _| {
+                snapshot
+                    .pools
+                    .iter()
+                    .any(|p| Arc::as_ptr(p) as usize == *id)
+            });
             due.retain(|id, _| {
                 snapshot
                     .pools

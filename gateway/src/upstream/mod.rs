@@ -1,5 +1,6 @@
 //! Upstream pools: replica selection (`pool`) and active health checks (`health`).
 
+pub mod discovery;
 pub mod health;
 pub mod pool;
 

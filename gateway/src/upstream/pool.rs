@@ -1,25 +1,22 @@
 //! One upstream pool: its replicas behind pingora's round-robin `LoadBalancer`, the
 //! health state its checks maintain, and the peer settings (timeouts) for proxying.
 
-use std::collections::BTreeSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_load_balancing::discovery::Static;
 use pingora_load_balancing::selection::RoundRobin;
-use pingora_load_balancing::{Backend, Backends, LoadBalancer};
+use pingora_load_balancing::{Backends, LoadBalancer};
 
+use super::discovery::{resolve_all, DnsDiscovery};
 use super::health::{CheckRecord, LastChecks, PoolHealthCheck};
 use crate::config;
 
 pub struct Pool {
     pub config: config::Pool,
     lb: LoadBalancer<RoundRobin>,
-    /// Resolved replica addresses, in a stable order (for status and metrics).
-    pub replicas: Vec<SocketAddr>,
     /// Set while a health-check pass runs, so passes never overlap.
     checking: AtomicBool,
     /// Shared with the pool's health check: set once its first (decisive) pass is done.
@@ -32,19 +29,11 @@ impl Pool {
     /// the first health-check pass, which `upstream::health::first_pass` runs before
     /// the pool takes traffic.
     pub async fn build(cfg: &config::Pool) -> Result<Arc<Pool>, String> {
-        let mut replicas = Vec::new();
-        for r in &cfg.replicas {
-            let found = resolve(r).await?;
-            replicas.extend(found);
-        }
-        replicas.sort();
-        replicas.dedup();
-        let backends: BTreeSet<Backend> = replicas
-            .iter()
-            .map(|a| Backend::new(&a.to_string()))
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("invalid replica address: {e}"))?;
-        let mut backends = Backends::new(Static::new(backends));
+        // Fail fast, with the DNS error in words, before pingora wraps it.
+        resolve_all(&cfg.replicas).await?;
+        let mut backends = Backends::new(Box::new(DnsDiscovery {
+            entries: cfg.replicas.clone(),
+        }));
         let first_pass_done = Arc::new(AtomicBool::new(false));
         let last_checks = Arc::new(LastChecks::new());
         if let Some(h) = &cfg.health {
@@ -64,11 +53,27 @@ impl Pool {
         Ok(Arc::new(Pool {
             config: cfg.clone(),
             lb,
-            replicas,
             checking: AtomicBool::new(false),
             first_pass_done,
             last_checks,
         }))
+    }
+
+    /// The replicas right now (they follow DNS), in a stable order.
+    pub fn replicas(&self) -> Vec<SocketAddr> {
+        self.lb
+            .backends()
+            .get_backend()
+            .iter()
+            .filter_map(|b| b.addr.as_inet().copied())
+            .collect()
+    }
+
+    /// Resolves the replica names again; a failed lookup keeps the current replicas.
+    pub async fn refresh(&self) {
+        if let Err(e) = self.lb.update().await {
+            tracing::warn!(event = "replica_dns_failed", pool = %self.config.name, error = %e, "keeping the last known replicas");
+        }
     }
 
     /// The last health check of `addr`, if one ran.
@@ -82,7 +87,7 @@ impl Pool {
 
     /// The next healthy replica in round-robin order that this request has not tried yet.
     pub fn select(&self, tried: &[SocketAddr]) -> Option<SocketAddr> {
-        let iterations = self.replicas.len() * 2 + 1;
+        let iterations = self.lb.backends().get_backend().len() * 2 + 1;
         self.lb
             .select_with(b"", iterations, |b, healthy| {
                 healthy && b.addr.as_inet().is_some_and(|a| !tried.contains(a))
@@ -143,18 +148,4 @@ impl Pool {
     pub(super) fn end_check(&self) {
         self.checking.store(false, Ordering::Release);
     }
-}
-
-/// `host:port` to addresses, off the async threads (DNS lookups block).
-async fn resolve(replica: &str) -> Result<Vec<SocketAddr>, String> {
-    let r = replica.to_owned();
-    let found =
-        tokio::task::spawn_blocking(move || r.to_socket_addrs().map(|it| it.collect::<Vec<_>>()))
-            .await
-            .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?
-            .map_err(|e| format!("cannot resolve {replica:?}: {e}"))?;
-    if found.is_empty() {
-        return Err(format!("cannot resolve {replica:?}: no addresses"));
-    }
-    Ok(found)
 }
