@@ -4,8 +4,9 @@
 # (real gateway and upstream-api processes on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client.
-bash tests/deps.sh prometheus pebble openssl
+# promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client;
+# docker-compose parses compose.yml (no Docker engine is needed for that).
+bash tests/deps.sh prometheus pebble openssl docker-compose
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -48,7 +48,11 @@ async fn main() -> std::process::ExitCode {
         };
     }
     upstream_api::init_logging();
-    let replica_id = args.replica_id.unwrap_or_else(|| args.listen.to_string());
+    // In a container the hostname tells replicas apart (Compose: the container id).
+    let replica_id = args
+        .replica_id
+        .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
+        .unwrap_or_else(|| args.listen.to_string());
     let state = AppState::new(replica_id, args.maintenance_file);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
