@@ -10,6 +10,11 @@ use clap::Parser;
 use gateway::cli::{Cli, Command};
 use gateway::config::{self, Config, ConfigErrors};
 
+/// mimalloc: measured on this machine (docs/performance.md) as a large share of the
+/// gap between glibc malloc and nginx on the request path.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     match path {
         Some(p) => config::load(p),

@@ -1,0 +1,476 @@
+#!/usr/bin/env python3
+"""Runs the benchmark rounds for bench/run.sh: writes each proxy's config, starts it
+pinned to core 1, drives it with wrk / h2load pinned to core 0, and records req/s,
+latency percentiles, CPU microseconds per request (utime+stime from /proc), peak RSS
+and errors. Prints and writes a markdown table with medians over the rounds and
+ratios against nginx taken within the same round."""
+
+import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time
+from pathlib import Path
+
+UPSTREAMS = [9101, 9102, 9103]
+PORTS = {  # target: (http, https)
+    "gateway": (9201, 9202),
+    "nginx": (9301, 9302),
+    "haproxy": (9401, 9402),
+    "caddy": (9501, 9502),
+}
+HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "strict-origin-when-cross-origin",
+}
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def pids_file(run):
+    return Path(run) / "pids"
+
+
+def spawn(run, name, cmd, core, env=None, log=None):
+    out = open(Path(run) / f"{name}.log", "ab") if log is None else open(log, "ab")
+    p = subprocess.Popen(["taskset", "-c", str(core)] + cmd, stdout=out, stderr=subprocess.STDOUT,
+                         env={**os.environ, **(env or {})}, start_new_session=True)
+    with open(pids_file(run), "a") as f:
+        f.write(f"{p.pid}\n")
+    return p
+
+
+def stop(p):
+    try:
+        os.killpg(p.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    try:
+        p.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+def stop_all(run):
+    f = pids_file(run)
+    if not f.exists():
+        return
+    for line in f.read_text().split():
+        try:
+            os.killpg(int(line), signal.SIGKILL)
+        except (ProcessLookupError, ValueError, PermissionError):
+            pass
+
+
+def wait_port(port, timeout=20.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def tree(pid):
+    """pid and all its descendants (nginx master + worker, caddy, ...)."""
+    children = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(d.name))
+            except OSError:
+                pass
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def cpu_ticks(pids):
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            pass
+    return total
+
+
+def mem_kib(pids, key):
+    total = 0
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith(key + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def setup(run):
+    run = Path(run)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
+                    "-keyout", str(run / "key.pem"), "-out", str(run / "cert.pem")], check=True, capture_output=True)
+    (run / "haproxy.pem").write_text((run / "cert.pem").read_text() + (run / "key.pem").read_text())
+    (run / "4k.txt").write_text("x" * 4096)
+    listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=4096;" for p in UPSTREAMS)
+    (run / "upstream.conf").write_text(f"""
+worker_processes 1; daemon off; pid {run}/upstream.pid; error_log {run}/upstream-error.log;
+worker_rlimit_nofile 65535;
+events {{ worker_connections 16384; }}
+http {{
+  access_log off; keepalive_requests 1000000; keepalive_timeout 300s;
+  server {{
+{listens}
+    location = /4k {{ default_type text/plain; alias {run}/4k.txt; }}
+    location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}
+  }}
+}}
+""")
+
+
+def gateway_config(run, policy):
+    run = Path(run)
+    http, https = PORTS["gateway"]
+    replicas = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAMS)
+    sets = ", ".join(f'"{k}" = "{v}"' for k, v in HEADERS.items())
+    limit = 'rate_limits = ["never"]' if policy else ""
+    return f"""
+[server]
+threads = 1
+[log]
+level = "warn,access=info"
+access_log = {"true" if policy else "false"}
+[[listeners]]
+address = "127.0.0.1:{http}"
+[[listeners]]
+address = "127.0.0.1:{https}"
+tls = true
+[admin]
+address = "127.0.0.1:9209"
+[tls]
+state_dir = "{run}/gw-state"
+[[sites]]
+names = ["localhost"]
+certificate = "files"
+cert_file = "{run}/cert.pem"
+key_file = "{run}/key.pem"
+redirect = "off"
+[headers]
+security_defaults = false
+set = {{ {sets} }}
+[rate_limits.never]
+rate = "10000000 per 1s"
+key = "address"
+[pools.up]
+replicas = [{replicas}]
+[[routes]]
+path = "/"
+pool = "up"
+{limit}
+"""
+
+
+def nginx_config(run, policy):
+    run = Path(run)
+    http, https = PORTS["nginx"]
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in UPSTREAMS)
+    adds = "\n".join(f"      add_header {k} {v} always;" for k, v in HEADERS.items())
+    log = (f"""log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id","client_ip":"$remote_addr","method":"$request_method","host":"$host","path":"$uri","status":$status,"bytes":$body_bytes_sent,"duration_ms":$request_time,"upstream":"$upstream_addr"}}';
+  access_log {run}/nginx-access.log json;""" if policy else "access_log off;")
+    zone = "limit_req_zone $binary_remote_addr zone=never:10m rate=10000000r/s;" if policy else ""
+    limit = "limit_req zone=never burst=10000000 nodelay;" if policy else ""
+    return f"""
+worker_processes 1; daemon off; pid {run}/nginx.pid; error_log {run}/nginx-error.log;
+worker_rlimit_nofile 65535;
+events {{ worker_connections 16384; }}
+http {{
+  {log}
+  {zone}
+  keepalive_requests 1000000;
+  map $https $hsts {{ on "max-age=31536000"; default ""; }}
+  upstream up {{
+{ups}
+    keepalive 128;
+  }}
+  server {{
+    listen 127.0.0.1:{http} backlog=4096;
+    listen 127.0.0.1:{https} ssl http2 backlog=4096;
+    ssl_certificate {run}/cert.pem; ssl_certificate_key {run}/key.pem;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / {{
+      {limit}
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Request-ID $request_id;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+{adds}
+      add_header X-Request-ID $request_id always;
+      add_header Strict-Transport-Security $hsts always;
+    }}
+  }}
+}}
+"""
+
+
+def haproxy_config(run):
+    run = Path(run)
+    http, https = PORTS["haproxy"]
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(UPSTREAMS))
+    sets = "\n".join(f"  http-response set-header {k} {v}" for k, v in HEADERS.items())
+    return f"""
+global
+  nbthread 1
+  # HAProxy reserves about two descriptors per connection; this machine's hard limit
+  # is 20,000, so it holds at most 9,900 of the 10,000 idle connections.
+  maxconn 9900
+  tune.ssl.default-dh-param 2048
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{http}
+  bind 127.0.0.1:{https} ssl crt {run}/haproxy.pem alpn h2,http/1.1
+  unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  unique-id-header X-Request-ID
+{sets}
+  http-response set-header X-Request-ID %[unique-id]
+  http-response set-header Strict-Transport-Security max-age=31536000 if {{ ssl_fc }}
+  default_backend be
+backend be
+  balance roundrobin
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  option forwardfor
+{servers}
+"""
+
+
+def caddy_config(run):
+    run = Path(run)
+    http, https = PORTS["caddy"]
+    ups = " ".join(f"127.0.0.1:{p}" for p in UPSTREAMS)
+    hdrs = "\n".join(f"    {k} {v}" for k, v in HEADERS.items())
+    block = f"""  reverse_proxy {ups} {{
+    lb_policy round_robin
+    header_up X-Request-ID {{http.request.uuid}}
+  }}
+  header {{
+{hdrs}
+    X-Request-ID {{http.request.uuid}}
+    -Server
+  }}"""
+    return f"""{{
+  admin 127.0.0.1:9509
+  auto_https off
+  skip_install_trust
+  storage file_system {run}/caddy-data
+  log {{
+    output discard
+  }}
+}}
+http://localhost:{http}, http://127.0.0.1:{http} {{
+{block}
+}}
+https://localhost:{https} {{
+  tls {run}/cert.pem {run}/key.pem
+{block}
+  header Strict-Transport-Security max-age=31536000
+}}
+"""
+
+
+def start_target(run, target, policy):
+    run = Path(run)
+    http, _ = PORTS[target]
+    if target == "gateway":
+        cfg = run / f"gateway-{'policy' if policy else 'plain'}.toml"
+        cfg.write_text(gateway_config(run, policy))
+        p = spawn(run, "gateway", ["gateway", "run", "--config", str(cfg)], 1,
+                  log=run / ("gateway-access.log" if policy else "gateway.log"))
+    elif target == "nginx":
+        cfg = run / f"nginx-{'policy' if policy else 'plain'}.conf"
+        cfg.write_text(nginx_config(run, policy))
+        p = spawn(run, "nginx", ["nginx", "-c", str(cfg), "-p", str(run)], 1)
+    elif target == "haproxy":
+        cfg = run / "haproxy.cfg"
+        cfg.write_text(haproxy_config(run))
+        p = spawn(run, "haproxy", ["haproxy", "-f", str(cfg), "-db"], 1)
+    elif target == "caddy":
+        cfg = run / "Caddyfile"
+        cfg.write_text(caddy_config(run))
+        home = run / "caddy-home"
+        home.mkdir(exist_ok=True)
+        p = spawn(run, "caddy", ["caddy", "run", "--config", str(cfg), "--adapter", "caddyfile"], 1,
+                  env={"GOMAXPROCS": "1", "HOME": str(home), "XDG_DATA_HOME": str(home), "XDG_CONFIG_HOME": str(home)})
+    if not wait_port(http):
+        raise SystemExit(f"{target} did not start; see {run}")
+    time.sleep(0.5)
+    return p
+
+
+def parse_duration_ms(s):
+    m = re.match(r"([\d.]+)(us|ms|s)", s)
+    v, unit = float(m.group(1)), m.group(2)
+    return v / 1000 if unit == "us" else v if unit == "ms" else v * 1000
+
+
+def run_wrk(url, duration, conns):
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True).stdout
+    res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"\s{pct}%\s+([\d.]+\w+)", out)
+        res[f"p{pct}_ms"] = parse_duration_ms(m.group(1)) if m else None
+    res["requests"] = int(re.search(r"(\d+) requests in", out).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    errors += int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors += sum(int(x) for x in m.groups()) if m else 0
+    res["errors"] = errors
+    return res
+
+
+def run_h2load(url, duration):
+    out = subprocess.run(["taskset", "-c", "0", "h2load", "-c", "10", "-m", "10", "-D", str(duration), url],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
+    return {"rps": float(m.group(1)) if m else 0.0, "requests": int(done.group(1)) if done else 0,
+            "errors": (int(done.group(3)) + int(done.group(4))) if done else 1,
+            "p50_ms": parse_duration_ms(mean.group(1)) if mean else None, "p99_ms": None}
+
+
+def measure(run, target, proc, scenario, duration, conns):
+    http, https = PORTS.get(target, (UPSTREAMS[0], None))
+    pids = tree(proc.pid) if proc else []
+    before = cpu_ticks(pids)
+    if scenario in ("http", "policy", "direct"):
+        res = run_wrk(f"http://127.0.0.1:{http}/", duration, conns)
+    elif scenario == "https":
+        res = run_wrk(f"https://localhost:{https}/", duration, conns)
+    elif scenario == "h2":
+        res = run_h2load(f"https://localhost:{https}/", duration)
+    used = (cpu_ticks(pids) - before) / TICK
+    res["cpu_us_per_req"] = used * 1e6 / res["requests"] if res["requests"] and proc else None
+    res["rss_peak_mib"] = mem_kib(pids, "VmHWM") / 1024 if proc else None
+    return res
+
+
+def idle_rss(run, target):
+    """RSS idle, and with 10,000 idle keep-alive connections open."""
+    import resource
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    proc = start_target(run, target, False)
+    time.sleep(1)
+    pids = tree(proc.pid)
+    idle = mem_kib(pids, "VmRSS") / 1024
+    socks = []
+    for _ in range(10000):
+        try:
+            socks.append(socket.create_connection(("127.0.0.1", PORTS[target][0]), timeout=2))
+        except OSError:
+            break
+    time.sleep(2)
+    loaded = mem_kib(tree(proc.pid), "VmRSS") / 1024
+    for s in socks:
+        s.close()
+    stop(proc)
+    return {"idle_mib": idle, "conns_10k_mib": loaded, "connections": len(socks)}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--run", required=True)
+    ap.add_argument("--stop-all", action="store_true")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--conns", type=int, default=50)
+    ap.add_argument("--out", default="bench/results")
+    a = ap.parse_args()
+    if a.stop_all:
+        stop_all(a.run)
+        return
+    setup(a.run)
+    up = spawn(a.run, "upstream", ["nginx", "-c", str(Path(a.run) / "upstream.conf"), "-p", a.run], 0)
+    assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
+    plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy") for s in ("http", "https", "h2")]
+    plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
+    rounds = []
+    for r in range(a.rounds):
+        results = {}
+        order = plan if r % 2 == 0 else list(reversed(plan))  # alternate to spread drift
+        for target, scenario in order:
+            proc = None if target == "direct" else start_target(a.run, target, scenario == "policy")
+            measure(a.run, target, proc, scenario, 2, a.conns)  # warm-up
+            res = measure(a.run, target, proc, scenario, a.duration, a.conns)
+            results[f"{target}/{scenario}"] = res
+            print(f"round {r + 1} {target:8} {scenario:7} {res['rps']:>10.0f} req/s  p99 {res['p99_ms']} ms  "
+                  f"cpu {res['cpu_us_per_req'] or 0:.1f} us/req  errors {res['errors']}", flush=True)
+            if proc:
+                stop(proc)
+        rounds.append(results)
+    memory = {t: idle_rss(a.run, t) for t in ("gateway", "nginx", "haproxy", "caddy")}
+    stop(up)
+    report(rounds, memory, a)
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def report(rounds, memory, a):
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps({"rounds": rounds, "memory": memory}, indent=1))
+    keys = list(rounds[0].keys())
+    rows = []
+    for k in sorted(keys, key=lambda k: (k.split("/")[1], k)):
+        target, scenario = k.split("/")
+        vals = [r[k] for r in rounds]
+        ref = f"nginx/{scenario}"
+        ratio = median([r[k]["rps"] / r[ref]["rps"] for r in rounds if ref in r and r[ref]["rps"]])
+        cpu_ratio = median([r[k]["cpu_us_per_req"] / r[ref]["cpu_us_per_req"] for r in rounds
+                            if ref in r and r[k]["cpu_us_per_req"] and r[ref]["cpu_us_per_req"]])
+        fmt = lambda v, f: "-" if v is None else f.format(v)
+        rows.append(f"| {scenario} | {target} | {fmt(median([v['rps'] for v in vals]), '{:.0f}')} | "
+                    f"{fmt(ratio, '{:.2f}x')} | {fmt(median([v['p50_ms'] for v in vals]), '{:.2f}')} | "
+                    f"{fmt(median([v['p99_ms'] for v in vals]), '{:.2f}')} | "
+                    f"{fmt(median([v['cpu_us_per_req'] for v in vals]), '{:.1f}')} | {fmt(cpu_ratio, '{:.2f}x')} | "
+                    f"{fmt(max((v['rss_peak_mib'] or 0) for v in vals), '{:.1f}')} | {sum(v['errors'] for v in vals)} |")
+    mem = "\n".join(f"| {t} | {m['idle_mib']:.1f} | {m['conns_10k_mib']:.1f} | {m['connections']} |" for t, m in memory.items())
+    text = f"""# Benchmark results
+
+{a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2);
+medians over rounds; ratios against nginx within the same round. Proxy alone on core 1,
+upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
+
+| scenario | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/req | CPU vs nginx | peak RSS MiB | errors |
+|---|---|---|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+| target | RSS idle MiB | RSS with idle connections MiB | connections held |
+|---|---|---|---|
+{mem}
+"""
+    (out / "latest.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Benchmarks the gateway beside nginx, Caddy and HAProxy on this machine, in the same
+# run: one command, bounded (about 10 minutes), loopback only, stopping only what it
+# started. Results: bench/results/latest.md (table) and latest.json (raw rounds).
+#
+#   bench/run.sh                  # 3 rounds, 10 s per measurement
+#   ROUNDS=5 DURATION=20 bench/run.sh
+#
+# Layout on the 2 cores: the proxy under test alone on core 1 (one worker / thread);
+# the three upstream replicas (one nginx, worker_processes 1, three ports) and the load
+# generator on core 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS="${ROUNDS:-3}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-50}"
+RUN="$(mktemp -d /tmp/gateway-bench.XXXXXX)"
+trap 'python3 bench/measure.py --run "$RUN" --stop-all' EXIT
+
+bash tests/deps.sh nginx caddy haproxy wrk nghttp2-client
+# Debian starts the packaged daemons; they are not ours to measure.
+for svc in nginx caddy haproxy; do
+  systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true
+done
+
+echo "== release build (lto = fat, codegen-units = 1, mimalloc)"
+cargo build --release -p gateway 2>&1 | tail -1
+export PATH="$PWD/target/release:$PATH"
+
+
+python3 bench/measure.py --run "$RUN" --rounds "$ROUNDS" --duration "$DURATION" --conns "$CONNS" \
+  --out bench/results
