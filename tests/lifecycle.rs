@@ -49,7 +49,10 @@ fn every_shipped_config_passes_check() {
         let (ok, out, err) = check(&f);
         assert!(ok, "{}: {err}", f.display());
         // Warnings (if any) come first; the verdict is the last line.
-        assert!(out.lines().last().is_some_and(|l| l.starts_with("ok: ")), "{out}");
+        assert!(
+            out.lines().last().is_some_and(|l| l.starts_with("ok: ")),
+            "{out}"
+        );
     }
 }
 

@@ -108,40 +108,89 @@ const HOP_BY_HOP: [&str; 5] = [
     "trailer",
 ];
 
-/// Names listed in `Connection` (other than `close`/`keep-alive`/`upgrade`).
+/// Names listed in `Connection` (other than `close`/`keep-alive`/`upgrade`); almost
+/// always none, so nothing is allocated in the common case.
 fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    headers
+    let mut out = Vec::new();
+    for v in headers
         .get_all(CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "close" && t != "keep-alive" && t != "upgrade")
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect()
+    {
+        for t in v.split(',').map(str::trim) {
+            let plain = t.is_empty()
+                || t.eq_ignore_ascii_case("close")
+                || t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("upgrade");
+            if !plain {
+                if let Ok(n) = HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()) {
+                    out.push(n);
+                }
+            }
+        }
+    }
+    out
 }
 
-/// Which hop-by-hop headers to drop from a request before it goes upstream. Framing
+/// Something that has headers to drop (pingora's request and response headers).
+pub trait RemoveHeader {
+    fn headers(&self) -> &HeaderMap;
+    fn remove(&mut self, name: &HeaderName);
+}
+
+impl RemoveHeader for pingora_http::RequestHeader {
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+impl RemoveHeader for pingora_http::ResponseHeader {
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn remove(&mut self, name: &HeaderName) {
+        self.remove_header(name);
+    }
+}
+
+fn strip_common<H: RemoveHeader>(h: &mut H) {
+    for name in connection_listed(h.headers()) {
+        h.remove(&name);
+    }
+    for name in HOP_BY_HOP {
+        if h.headers().contains_key(name) {
+            h.remove(&HeaderName::from_static(name));
+        }
+    }
+}
+
+/// Drops hop-by-hop headers from a request before it goes upstream. Framing
 /// (`Transfer-Encoding`, `Content-Length`) is left to pingora; `Upgrade` and
 /// `Connection` survive only on upgrade requests (WebSocket).
-pub fn request_hop_by_hop(headers: &HeaderMap, upgrade: bool) -> Vec<HeaderName> {
-    let mut drop = connection_listed(headers);
-    drop.extend(HOP_BY_HOP.iter().map(|h| HeaderName::from_static(h)));
+pub fn strip_request_hop_by_hop<H: RemoveHeader>(h: &mut H, upgrade: bool) {
+    strip_common(h);
     if !upgrade {
-        drop.push(CONNECTION);
-        drop.push(UPGRADE);
+        if h.headers().contains_key(CONNECTION) {
+            h.remove(&CONNECTION);
+        }
+        if h.headers().contains_key(UPGRADE) {
+            h.remove(&UPGRADE);
+        }
     }
-    if headers.get(TE).is_some_and(|v| v.as_bytes() != b"trailers") {
-        drop.push(TE);
+    if h.headers()
+        .get(TE)
+        .is_some_and(|v| v.as_bytes() != b"trailers")
+    {
+        h.remove(&TE);
     }
-    drop
 }
 
-/// Which hop-by-hop headers to drop from a response (pingora rewrites `Connection`).
-pub fn response_hop_by_hop(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut drop = connection_listed(headers);
-    drop.extend(HOP_BY_HOP.iter().map(|h| HeaderName::from_static(h)));
-    drop
+/// Drops hop-by-hop headers from a response (pingora rewrites `Connection` itself).
+pub fn strip_response_hop_by_hop<H: RemoveHeader>(h: &mut H) {
+    strip_common(h);
 }
 
 #[cfg(test)]
@@ -201,14 +250,22 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_lists() {
-        let mut h = HeaderMap::new();
-        h.insert("connection", "close, X-Secret".parse().unwrap());
-        h.insert("te", "gzip".parse().unwrap());
-        let d = request_hop_by_hop(&h, false);
-        assert!(d.contains(&HeaderName::from_static("x-secret")));
-        assert!(d.contains(&CONNECTION) && d.contains(&UPGRADE) && d.contains(&TE));
-        let d = request_hop_by_hop(&h, true);
-        assert!(!d.contains(&CONNECTION) && !d.contains(&UPGRADE));
+    fn hop_by_hop_stripping() {
+        let mut req = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header("connection", "close, X-Secret").unwrap();
+        req.insert_header("x-secret", "1").unwrap();
+        req.insert_header("te", "gzip").unwrap();
+        req.insert_header("upgrade", "websocket").unwrap();
+        req.insert_header("x-kept", "1").unwrap();
+        strip_request_hop_by_hop(&mut req, false);
+        for gone in ["x-secret", "connection", "upgrade", "te"] {
+            assert!(req.headers.get(gone).is_none(), "{gone}");
+        }
+        assert!(req.headers.get("x-kept").is_some());
+        let mut ws = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        ws.insert_header("connection", "Upgrade").unwrap();
+        ws.insert_header("upgrade", "websocket").unwrap();
+        strip_request_hop_by_hop(&mut ws, true);
+        assert!(ws.headers.get("connection").is_some() && ws.headers.get("upgrade").is_some());
     }
 }

@@ -34,6 +34,10 @@ pub struct Metrics {
     last_reload_success: Gauge,
     in_flight: IntGauge,
     pub tls_cert_expiry: prometheus::GaugeVec,
+    /// Counter handles for the hot `ok` outcome, so the request path neither formats
+    /// the replica address nor hashes labels after the first request to a replica.
+    ok_handles:
+        dashmap::DashMap<std::net::SocketAddr, Vec<(std::sync::Arc<str>, prometheus::IntCounter)>>,
     pub acme_orders: IntCounterVec,
 }
 
@@ -179,8 +183,27 @@ impl Metrics {
                     &["result"],
                 )?,
             )?,
+            ok_handles: dashmap::DashMap::new(),
             registry: r,
         })
+    }
+
+    /// `gateway_upstream_requests_total{pool, replica, outcome="ok"}` for one replica.
+    pub fn upstream_ok(&self, pool: &str, replica: std::net::SocketAddr) -> prometheus::IntCounter {
+        // A replica is almost always in one pool: a direct lookup, then a tiny scan.
+        if let Some(list) = self.ok_handles.get(&replica) {
+            if let Some((_, c)) = list.iter().find(|(p, _)| &**p == pool) {
+                return c.clone();
+            }
+        }
+        let c = self
+            .upstream_requests
+            .with_label_values(&[pool, &replica.to_string(), "ok"]);
+        self.ok_handles
+            .entry(replica)
+            .or_default()
+            .push((std::sync::Arc::from(pool), c.clone()));
+        c
     }
 
     pub fn mark_config_loaded(&self) {

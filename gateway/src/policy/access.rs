@@ -24,7 +24,10 @@ pub fn address_allowed(ip: Option<IpAddr>, allow: &[IpNet], deny: &[IpNet]) -> b
 
 /// Approximate size of the request head as sent: request line plus header lines.
 pub fn header_size(req: &RequestHeader) -> u64 {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    // Measured without formatting the URI (no allocation on the request path).
+    let target = req.uri.path_and_query().map_or(1, |pq| pq.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len() + 8);
+    let line = req.method.as_str().len() + target + 12;
     let headers: usize = req
         .headers
         .iter()

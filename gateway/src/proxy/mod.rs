@@ -154,9 +154,7 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        for name in headers::request_hop_by_hop(&up.headers, ctx.upgrade) {
-            up.remove_header(&name);
-        }
+        headers::strip_request_hop_by_hop(up, ctx.upgrade);
         up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
 
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
@@ -215,10 +213,7 @@ impl ProxyHttp for Gateway {
         // 1xx informational headers are not the answer.
         if !resp.status.is_informational() || resp.status == 101 {
             if let (Some(pool), Some(addr)) = (ctx.pool(), ctx.tried.last()) {
-                self.metrics
-                    .upstream_requests
-                    .with_label_values(&[pool.name(), &addr.to_string(), "ok"])
-                    .inc();
+                self.metrics.upstream_ok(pool.name(), *addr).inc();
             }
         }
         Ok(())
@@ -249,9 +244,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.response_started = true;
-        for name in headers::response_hop_by_hop(&resp.headers) {
-            resp.remove_header(&name);
-        }
+        headers::strip_response_hop_by_hop(resp);
         respond::finish_headers(resp, ctx)
     }
 
