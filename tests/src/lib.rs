@@ -310,10 +310,11 @@ pool = "api"
     )
 }
 
-/// An HTTP client that never uses a proxy and does not pool across tests.
+/// An HTTP client that never uses a proxy and shows redirects instead of following them.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(30))
         .build()
         .unwrap()
