@@ -21,6 +21,7 @@ pub struct AdminApp {
     pub metrics: Arc<Metrics>,
     pub reloader: Arc<Reloader>,
     pub lifecycle: Arc<Lifecycle>,
+    pub accepted: Arc<crate::connections::AcceptCounter>,
     /// From the start-up config (the admin listener itself cannot change live).
     pub allow: Vec<IpNet>,
 }
@@ -192,7 +193,11 @@ impl ServeHttp for AdminApp {
                 }
             }
             (Method::GET, "/metrics") => {
-                let text = self.metrics.render(&snapshot, self.lifecycle.in_flight());
+                let text = self.metrics.render(
+                    &snapshot,
+                    self.lifecycle.in_flight(),
+                    self.accepted.accepted(),
+                );
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

@@ -27,6 +27,20 @@ use crate::tls::manager::{install_local, CertManager};
 use crate::tls::TlsState;
 use crate::upstream::health::HealthService;
 use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+
+/// Pingora gives every connection a 64 KiB read buffer up front: 10,000 idle keep-alive
+/// connections then cost about 1 GiB. Plain HTTP reads straight into the request
+/// parser's own buffer instead; TLS keeps one TLS record's worth (rustls reads in 16 KiB
+/// chunks). See docs/performance.md for the measurements.
+const PLAIN_READ_BUFFER: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+const TLS_READ_BUFFER: L4BufferSettings = L4BufferSettings {
+    read: Some(16 * 1024),
+    write: None,
+};
 
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).
 /// `source` is the config file, for reloads (`None`: the embedded default).
@@ -117,13 +131,22 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
                 Arc::clone(&tls.store) as Arc<dyn rustls::server::ResolvesServerCert>
             );
             settings.enable_h2();
-            proxy.add_tls_with_settings(&l.address.to_string(), None, settings);
+            let endpoint = ListenerConfig::tcp(l.address.to_string())
+                .tls(settings)
+                .l4_buffer(TLS_READ_BUFFER);
+            proxy.add_listener(endpoint);
             tracing::info!(event = "listening", address = %l.address, "listening (https, h2 and http/1.1)");
         } else {
-            proxy.add_tcp(&l.address.to_string());
+            proxy.add_listener(
+                ListenerConfig::tcp(l.address.to_string()).l4_buffer(PLAIN_READ_BUFFER),
+            );
             tracing::info!(event = "listening", address = %l.address, "listening (http)");
         }
     }
+    let accepted = crate::connections::shared();
+    proxy.set_connection_filter(
+        Arc::clone(&accepted) as Arc<dyn pingora_core::listeners::ConnectionFilter>
+    );
     server.add_service(proxy);
 
     let admin = AdminApp {
@@ -131,6 +154,7 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
         metrics: Arc::clone(&metrics),
         reloader: Arc::clone(&reloader),
         lifecycle: Arc::clone(&lifecycle),
+        accepted,
         allow: admin_cfg.allow.clone(),
     };
     let mut admin_service = Service::new("admin".to_owned(), admin);

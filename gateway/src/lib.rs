@@ -22,6 +22,7 @@ pub mod app;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod headers;
 pub mod metrics;
 pub mod policy;

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub config_reloads: IntCounterVec,
     last_reload_success: Gauge,
     in_flight: IntGauge,
+    connections_accepted: prometheus::IntCounter,
+    connections_open: IntGaugeVec,
     pub tls_cert_expiry: prometheus::GaugeVec,
     /// Counter handles for the hot `ok` outcome, so the request path neither formats
     /// the replica address nor hashes labels after the first request to a replica.
@@ -184,6 +186,23 @@ impl Metrics {
                 )?,
             )?,
             ok_handles: dashmap::DashMap::new(),
+            connections_accepted: reg(
+                &r,
+                prometheus::IntCounter::new(
+                    "gateway_connections_accepted_total",
+                    "TCP connections accepted on the public listeners.",
+                )?,
+            )?,
+            connections_open: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "gateway_connections_open",
+                        "Established client connections, by listener.",
+                    ),
+                    &["listener"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -214,7 +233,23 @@ impl Metrics {
     }
 
     /// The text exposition, with scrape-time gauges refreshed from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot, in_flight: usize) -> String {
+    pub fn render(&self, snapshot: &Snapshot, in_flight: usize, accepted: u64) -> String {
+        // A counter that mirrors the connection filter's atomic.
+        let delta = accepted.saturating_sub(self.connections_accepted.get());
+        self.connections_accepted.inc_by(delta);
+        let ports: Vec<u16> = snapshot
+            .config
+            .listeners
+            .iter()
+            .map(|l| l.address.port())
+            .collect();
+        let open = crate::connections::open_by_port(&ports);
+        for l in &snapshot.config.listeners {
+            let n = open.get(&l.address.port()).copied().unwrap_or(0);
+            self.connections_open
+                .with_label_values(&[&l.address.to_string()])
+                .set(n as i64);
+        }
         self.upstream_healthy.reset();
         self.pool_healthy.reset();
         for pool in &snapshot.pools {
