@@ -48,6 +48,10 @@ address = "{{listen}}"
 replicas = {list}
 [pools.dead]
 replicas = ["127.0.0.1:{dead}"]
+[pools.down]
+replicas = ["127.0.0.1:{dead}"]
+[pools.down.health]
+path = "/readyz"
 
 [rate_limits.login]
 rate = "5 per 15m"
@@ -107,6 +111,10 @@ headers = {{ set = {{ "X-Frame-Options" = "SAMEORIGIN", "Cache-Control" = "no-st
 path = "/dead"
 pool = "dead"
 
+[[routes]]
+path = "/down"
+pool = "down"
+
 {extra}
 "#,
         list = replica_list(replicas),
@@ -132,7 +140,7 @@ async fn security_headers_on_proxied_and_gateway_made_responses() {
     let (s, h, _) = get(&c, &gw.url("/api/whoami")).await;
     assert_eq!(s, 200);
     assert_security_headers(&h, "a proxied 200");
-    for (path, status) in [("/nope", 404), ("/dead/x", 502), ("/admin/api/whoami", 403)] {
+    for (path, status) in [("/nope", 404), ("/dead/x", 502), ("/down/x", 503), ("/admin/api/whoami", 403)] {
         let (s, h, body) = get(&c, &gw.url(path)).await;
         assert_error_contract(
             s,
