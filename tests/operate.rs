@@ -147,7 +147,14 @@ async fn metrics_move_with_requests_rejections_health_flips_and_reloads() {
     assert!(sample(&s, "process_resident_memory_bytes", &[]) > 0.0);
     assert!(sample(&s, "process_open_fds", &[]) > 0.0);
     assert!(sample(&s, "gateway_connections_accepted_total", &[]) >= 1.0);
-    assert!(sample(&s, "gateway_connections_open", &[("listener", &gw.addr.to_string())]) >= 1.0, "reqwest keeps its connection open");
+    assert!(
+        sample(
+            &s,
+            "gateway_connections_open",
+            &[("listener", &gw.addr.to_string())]
+        ) >= 1.0,
+        "reqwest keeps its connection open"
+    );
 
     // A health flip shows in the gauges.
     b.kill9();

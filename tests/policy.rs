@@ -140,7 +140,12 @@ async fn security_headers_on_proxied_and_gateway_made_responses() {
     let (s, h, _) = get(&c, &gw.url("/api/whoami")).await;
     assert_eq!(s, 200);
     assert_security_headers(&h, "a proxied 200");
-    for (path, status) in [("/nope", 404), ("/dead/x", 502), ("/down/x", 503), ("/admin/api/whoami", 403)] {
+    for (path, status) in [
+        ("/nope", 404),
+        ("/dead/x", 502),
+        ("/down/x", 503),
+        ("/admin/api/whoami", 403),
+    ] {
         let (s, h, body) = get(&c, &gw.url(path)).await;
         assert_error_contract(
             s,

@@ -80,9 +80,9 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let req = session.req_header();
-        ctx.request_id = request_id::choose(req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = request_id::choose(req.headers.get(&X_REQUEST_ID).map(|v| v.as_bytes()));
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
-        let xff = req.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes());
+        let xff = req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
@@ -166,17 +166,17 @@ impl ProxyHttp for Gateway {
         if let Some(peer) = peer {
             let xff = headers::forwarded_for(
                 peer,
-                up.headers.get(X_FORWARDED_FOR).map(|v| v.as_bytes()),
+                up.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
                 trusted,
             );
             up.insert_header(X_FORWARDED_FOR, xff)?;
         }
         // A trusted proxy in front of us knows the original scheme and host; anyone else
         // is told what we saw.
-        if !(from_trusted && up.headers.contains_key(X_FORWARDED_PROTO)) {
+        if !(from_trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
             up.insert_header(X_FORWARDED_PROTO, if ctx.tls { "https" } else { "http" })?;
         }
-        if !(from_trusted && up.headers.contains_key(X_FORWARDED_HOST)) {
+        if !(from_trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
             let host = session
                 .req_header()
                 .headers
@@ -185,7 +185,7 @@ impl ProxyHttp for Gateway {
             match host {
                 Some(h) => up.insert_header(X_FORWARDED_HOST, h)?,
                 None => {
-                    up.remove_header(X_FORWARDED_HOST);
+                    up.remove_header(&X_FORWARDED_HOST);
                 }
             }
         }
