@@ -281,3 +281,102 @@ fn check_refuses_acme_without_a_plain_listener_and_unusable_names() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn upgrade_takes_over_the_sockets_without_refusing_a_connection() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let r = Replica::start("r1");
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("upgrade.sock");
+    let extra = format!(
+        "[server]\nupgrade_sock = \"{}\"\nshutdown_grace = \"10s\"\n",
+        sock.display()
+    );
+    let mut old = Gateway::start(&simple_config(&[&r], "", &extra));
+
+    // Load with a new connection per request, so every request goes through accept().
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let (stop, ok, failed) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (c, url, stop, ok, failed) = (
+                c.clone(),
+                old.url("/api/whoami"),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match c.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failed.fetch_add(1, Ordering::Relaxed)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+
+    // The new process waits on the upgrade socket for the listening sockets...
+    let new_log = dir.path().join("new.log");
+    let mut new = Command::new(bin("gateway"))
+        .args(["run", "--upgrade", "--config"])
+        .arg(&old.config)
+        .stdout(std::fs::File::create(&new_log).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || sock.exists()),
+        "the new process never waited for sockets"
+    );
+    let before = ok.load(Ordering::Relaxed);
+    // ...which the old one sends on SIGQUIT, then drains and exits.
+    signal(old.pid(), "QUIT");
+    assert!(
+        wait_until(Duration::from_secs(15), || old
+            .child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the old gateway did not exit"
+    );
+    let after_handover = ok.load(Ordering::Relaxed);
+    assert!(wait_until(Duration::from_secs(5), || ok
+        .load(Ordering::Relaxed)
+        > after_handover + 50));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed across the upgrade"
+    );
+    assert!(
+        after_handover > before,
+        "requests were served during the hand-over"
+    );
+    assert!(
+        new.try_wait().unwrap().is_none(),
+        "the new gateway serves on"
+    );
+    let out = std::fs::read_to_string(&new_log).unwrap();
+    assert!(out.contains("\"event\":\"listening\""), "{out}");
+    let _ = new.kill();
+    let _ = new.wait();
+}

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
-use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownWatch};
 use pingora_core::services::background::{background_service, BackgroundService};
 use pingora_core::services::listening::Service;
@@ -44,7 +44,7 @@ const TLS_READ_BUFFER: L4BufferSettings = L4BufferSettings {
 
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).
 /// `source` is the config file, for reloads (`None`: the embedded default).
-pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
+pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
     telemetry::init(&config.log);
     for w in &config.warnings {
         tracing::warn!(event = "config_warning", warning = %w);
@@ -104,9 +104,16 @@ pub fn run(config: Config, source: Option<PathBuf>) -> ExitCode {
         threads: server_cfg.threads,
         grace_period_seconds: Some(server_cfg.shutdown_grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
+        upgrade_sock: server_cfg.upgrade_sock.display().to_string(),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None, conf);
+    // With --upgrade, bootstrap waits on `upgrade_sock` for the listening sockets of the
+    // running gateway, which sends them when it gets SIGQUIT and then drains.
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
     let lifecycle = Arc::new(Lifecycle::default());

@@ -23,6 +23,10 @@ pub enum Command {
         /// Config file; without it the embedded default (config/gateway.toml) is used.
         #[arg(long, short, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
+        /// Take over the listening sockets of a running gateway (then send it SIGQUIT):
+        /// a binary upgrade or listener change without refusing a connection.
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file and exit: 0 with a summary, or 1 listing every problem.
     Check {

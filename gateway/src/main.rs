@@ -82,8 +82,8 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run { config } => match load(config.as_deref()) {
-            Ok(c) => gateway::app::run(c, config),
+        Command::Run { config, upgrade } => match load(config.as_deref()) {
+            Ok(c) => gateway::app::run(c, config, upgrade),
             Err(errors) => {
                 eprintln!("{errors}");
                 eprintln!("not starting: {} problem(s) in the config", errors.0.len());

@@ -145,6 +145,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
         changed.push("server.threads".to_owned());
         new.server.threads = running.server.threads;
     }
+    if new.server.upgrade_sock != running.server.upgrade_sock {
+        changed.push("server.upgrade_sock".to_owned());
+        new.server.upgrade_sock = running.server.upgrade_sock.clone();
+    }
     if new.server.shutdown_grace != running.server.shutdown_grace {
         changed.push("server.shutdown_grace".to_owned());
         new.server.shutdown_grace = running.server.shutdown_grace;

@@ -138,6 +138,8 @@ pub struct Server {
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Unix socket over which `gateway run --upgrade` receives the listening sockets.
+    pub upgrade_sock: PathBuf,
 }
 
 #[derive(Debug, Clone)]

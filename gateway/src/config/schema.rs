@@ -132,6 +132,7 @@ pub struct CorsSection {
 pub struct ServerSection {
     pub threads: Option<usize>,
     pub shutdown_grace: Option<Dur>,
+    pub upgrade_sock: Option<String>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
 }

@@ -2,7 +2,7 @@
 //! check every value and cross-reference, collecting all problems with their places.
 
 use std::collections::{BTreeMap, HashSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +17,7 @@ use super::{Config, Health, HostMatch, Listener, Log, Pool, Route, Server};
 pub mod defaults {
     use std::time::Duration;
     pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade.sock";
     pub const ADMIN_ADDRESS: std::net::SocketAddr =
         std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -189,6 +190,9 @@ impl Validator<'_> {
             threads,
             shutdown_grace,
             trusted_proxies: s.trusted_proxies.into_iter().map(|c| c.0).collect(),
+            upgrade_sock: s
+                .upgrade_sock
+                .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), PathBuf::from),
         }
     }
 
