@@ -124,17 +124,34 @@ fn check_names_file_line_column_and_key_for_each_problem() {
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_echo_passes_through_the_gateway() {
     let r = Replica::start("ws");
-    let gw = Gateway::start(&simple_config(
+    // A 1 KiB body limit must not apply to the tunnel: 8 KiB go through below.
+    let cfg = simple_config(
         &[&r],
         "read_timeout = \"1s\"\nupgrade_idle_timeout = \"30s\"",
-        "",
-    ));
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", gw.addr))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 101);
-    assert!(resp.headers().contains_key("x-request-id"));
-    let hello = ws.next().await.unwrap().unwrap();
+        "[limits]\nmax_body_size = \"1KiB\"\n",
+    );
+    let gw = Gateway::start(&cfg);
+    // Pingora 0.9.1 can end an upgraded tunnel right after the 101 when the server
+    // speaks first (a race between the empty pre-upgrade request body and the 101,
+    // `maybe_force_close_body_reader` in pingora-core's HTTP/1 client; see
+    // docs/architecture.md). Seen in ~3% of runs under load: retry only that case, at
+    // most twice, so the test still fails if WebSockets do not work.
+    let mut attempt = 0;
+    let (mut ws, hello) = loop {
+        attempt += 1;
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", gw.addr))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 101);
+        assert!(resp.headers().contains_key("x-request-id"));
+        match ws.next().await {
+            Some(Ok(m)) => break (ws, m),
+            Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(p))) if attempt < 3 => {
+                eprintln!("attempt {attempt}: tunnel closed before the first frame ({p:?}): known pingora race, retrying");
+            }
+            other => panic!("no hello: {other:?}\ngateway log:\n{}", gw.log_text()),
+        }
+    };
     assert_eq!(hello, Message::Text("hello from ws".into()));
     // Idle for longer than the normal read timeout: the upgraded tunnel stays open.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -147,13 +164,17 @@ async fn websocket_echo_passes_through_the_gateway() {
             Message::Text(format!("ping {i}").into())
         );
     }
-    ws.send(Message::Binary(vec![0u8, 1, 2, 255].into()))
-        .await
-        .unwrap();
-    assert_eq!(
-        ws.next().await.unwrap().unwrap(),
-        Message::Binary(vec![0u8, 1, 2, 255].into())
-    );
+    for i in 0..8u8 {
+        let payload = vec![i; 1024];
+        ws.send(Message::Binary(payload.clone().into()))
+            .await
+            .unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Binary(payload.into()),
+            "message {i}"
+        );
+    }
     ws.close(None).await.unwrap();
 }
 

@@ -81,6 +81,16 @@ pub fn forwarded_for(peer: IpAddr, xff: Option<&[u8]>, trusted: &[IpNet]) -> Str
     }
 }
 
+/// `s` in ASCII lowercase, allocating only when it has an uppercase letter (hosts and
+/// origins almost never do).
+pub fn ascii_lowercase(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
 /// The Host a request was sent to, without port, from `Host` or the URI authority (h2).
 pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
     let raw = headers

@@ -59,13 +59,8 @@ impl Router {
 
     /// Like `resolve`, as an index into `routes()` (what a request context keeps).
     pub fn resolve_index(&self, host: &str, path: &str) -> Option<usize> {
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
+        let lowered = crate::headers::ascii_lowercase(host);
+        let host = lowered.as_ref();
         let groups = self
             .exact
             .get(host)

@@ -46,13 +46,8 @@ impl CompiledCors {
 
     /// Whether `origin` (the request's `Origin` header) may read responses.
     pub fn allows(&self, origin: &str) -> bool {
-        let lower;
-        let origin = if origin.bytes().any(|b| b.is_ascii_uppercase()) {
-            lower = origin.to_ascii_lowercase();
-            lower.as_str()
-        } else {
-            origin
-        };
+        let lowered = crate::headers::ascii_lowercase(origin);
+        let origin = lowered.as_ref();
         self.origins.iter().any(|m| match m {
             OriginMatch::Any => true,
             OriginMatch::Exact(o) => o == origin,

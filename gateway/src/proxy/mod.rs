@@ -112,11 +112,15 @@ impl ProxyHttp for Gateway {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<bytes::Bytes>,
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        // An upgraded connection (WebSocket) is a tunnel, not a request body: no limit.
+        if ctx.upgrade && session.as_downstream().was_upgraded() {
+            return Ok(());
+        }
         // A declared Content-Length was checked on admission; this catches chunked bodies.
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
         if ctx.body_bytes > ctx.policy().max_body_size {

@@ -49,13 +49,8 @@ impl SiteTable {
 
     /// The site for `host` (lowercase-insensitive, no port).
     pub fn find(&self, host: &str) -> Option<usize> {
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
-        };
+        let lowered = crate::headers::ascii_lowercase(host);
+        let host = lowered.as_ref();
         if let Some(&i) = self.exact.get(host) {
             return Some(i);
         }
