@@ -504,3 +504,68 @@ async fn body_limits_and_smuggling_vectors_never_reach_the_replica() {
         "CL+TE gets our JSON error: {out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_request_shapes_get_a_4xx_and_never_complete_at_the_replica() {
+    let r = Replica::start("r1");
+    let mut gw = Gateway::start(&config(&[&r], ""));
+    // Requests the replica completed successfully. Pingora streams request bodies, so the
+    // head of a request whose chunked body turns out malformed has already gone
+    // upstream; the replica then sees a truncated request and fails it (400). Nothing
+    // refused here may ever complete there.
+    let seen = || r.log_text().matches("\"status\":2").count();
+    let before = seen();
+    let long_line = format!(
+        "GET /api/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(70_000)
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("HTTP/1.1 without Host", b"GET /api/whoami HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("invalid Host", b"GET /api/whoami HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("Host with a path", b"GET /api/whoami HTTP/1.1\r\nHost: a/b\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("two Hosts", b"GET /api/whoami HTTP/1.1\r\nHost: a\r\nHost: b\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("absolute-form against Host", b"GET http://other.test/api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("CONNECT", b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 405"),
+        ("invalid method", b"G@T /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("header name with a space", b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nBad Name: v\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        ("70 KB request line", long_line.into_bytes(), "HTTP/1.1 4"),
+        (
+            "oversized chunk size",
+            b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (name, bytes, want) in &cases {
+        let out = raw_request(gw.addr, bytes, Duration::from_secs(5));
+        assert!(out.starts_with(want), "{name}: {out}");
+    }
+    // Ours carry the JSON contract.
+    let out = raw_request(gw.addr, &cases[0].1, Duration::from_secs(5));
+    assert!(
+        out.contains("\"code\":\"invalid_host\"") && out.contains("\"request_id\""),
+        "{out}"
+    );
+    assert_eq!(
+        seen(),
+        before,
+        "no refused request completed at the replica:\n{}",
+        r.log_text()
+    );
+    let heads_seen = r.log_text().matches("\"message\":\"request\"").count();
+    assert!(
+        heads_seen <= 1,
+        "only the streamed malformed-body head may show up there:\n{}",
+        r.log_text()
+    );
+    // HTTP/1.0 may omit Host; it is served, and the process is still up.
+    let out = raw_request(
+        gw.addr,
+        b"GET /api/whoami HTTP/1.0\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "the gateway survived"
+    );
+}

@@ -43,6 +43,9 @@ fn check(session: &Session, ctx: &mut Ctx, shutting_down: bool) -> Result<Admiss
     if access::header_size(req) > ctx.snapshot.config.limits.max_header_size {
         return Err(GatewayError::HeadersTooLarge);
     }
+    if !headers::host_acceptable(&req.headers, &req.uri, req.version) {
+        return Err(GatewayError::InvalidHost);
+    }
     let path = req.uri.path();
     if routing::has_dot_segment(path) {
         return Err(GatewayError::InvalidPath);

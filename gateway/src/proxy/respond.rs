@@ -15,6 +15,7 @@ use crate::headers::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET
 pub enum GatewayError {
     NoRoute,
     InvalidPath,
+    InvalidHost,
     AmbiguousFraming,
     Forbidden,
     CorsRejected,
@@ -35,6 +36,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             NoRoute => (404, "no_route", "no route for this host and path"),
+            InvalidHost => (400, "invalid_host", "the Host header is missing or invalid"),
             InvalidPath => (
                 400,
                 "invalid_path",
