@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
@@ -341,9 +340,7 @@ impl Validator<'_> {
             };
             let headers = names("allow_headers", &c.allow_headers);
             let expose = names("expose_headers", &c.expose_headers);
-            let max_age = c
-                .max_age
-                .map(|_| self.positive(&at(&base, "max_age"), c.max_age, Duration::from_secs(600)));
+            let max_age = self.positive_opt(&at(&base, "max_age"), c.max_age);
             out.push(Cors {
                 name: Arc::from(name.as_str()),
                 origins,

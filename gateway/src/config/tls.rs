@@ -227,13 +227,7 @@ impl Validator<'_> {
                 );
             }
         }
-        let renew_before = a.renew_before.map(|_| {
-            self.positive(
-                &at(b, "renew_before"),
-                a.renew_before,
-                Duration::from_secs(30 * 86400),
-            )
-        });
+        let renew_before = self.positive_opt(&at(b, "renew_before"), a.renew_before);
         CertSource::Acme(Acme {
             directory: a.directory.clone(),
             email: a.email.clone(),

@@ -133,6 +133,17 @@ impl Validator<'_> {
         }
     }
 
+    /// An optional duration that, when given, must be greater than zero.
+    pub(super) fn positive_opt(&mut self, path: &[Seg], d: Option<Dur>) -> Option<Duration> {
+        match d {
+            Some(Dur(d)) if d.is_zero() => {
+                self.err(path, "must be greater than zero");
+                None
+            }
+            other => other.map(|Dur(d)| d),
+        }
+    }
+
     fn config(&mut self, path: &Path, file: schema::File) -> Config {
         let server = self.server(file.server);
         let log = self.log(file.log);

@@ -1,22 +1,39 @@
-//! `request_filter`'s checks, in order: framing, header size, route, address lists,
-//! CORS preflight, declared body size, rate limits. Each refusal is a JSON error from
-//! `respond`; `Ok(true)` means a response was written and the request ends here.
+//! `request_filter`'s decisions, in order: on plain HTTP the ACME challenge answer and
+//! the redirect to HTTPS (before any policy: a CA's validator is never limited), then
+//! framing, header size, Host, path, route, address lists, CORS preflight, declared
+//! body size, rate limits. Each refusal is a JSON error from `respond`; `Ok(true)`
+//! means a response was written and the request ends here.
 
 use pingora_core::Result;
 use pingora_proxy::Session;
 
 use super::ctx::{Ctx, RateInfo};
-use super::respond::{send_error, send_preflight, GatewayError};
+use super::respond::{send_challenge, send_error, send_preflight, send_redirect, GatewayError};
 use crate::policy::access;
 use crate::ratelimit::key::key_for;
+use crate::tls::sites::ACME_CHALLENGE_PREFIX;
+use crate::tls::store::Challenges;
 use crate::{headers, routing};
 
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Runs every admission check; returns true when the request was answered.
-pub async fn admit(session: &mut Session, ctx: &mut Ctx, shutting_down: bool) -> Result<bool> {
-    match check(session, ctx, shutting_down) {
+pub async fn admit(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    challenges: &Challenges,
+    shutting_down: bool,
+) -> Result<bool> {
+    match check(session, ctx, challenges, shutting_down) {
         Ok(Admission::Proxy) => Ok(false),
+        Ok(Admission::Challenge(answer)) => {
+            send_challenge(session, ctx, answer).await?;
+            Ok(true)
+        }
+        Ok(Admission::Redirect(status)) => {
+            send_redirect(session, ctx, status).await?;
+            Ok(true)
+        }
         Ok(Admission::Preflight(h)) => {
             ctx.preflight = true;
             send_preflight(session, ctx, h).await?;
@@ -31,11 +48,32 @@ pub async fn admit(session: &mut Session, ctx: &mut Ctx, shutting_down: bool) ->
 
 enum Admission {
     Proxy,
+    /// An ACME HTTP-01 token's answer (`None`: unknown token, 404).
+    Challenge(Option<String>),
+    Redirect(u16),
     Preflight(Vec<(http::HeaderName, http::HeaderValue)>),
 }
 
-fn check(session: &Session, ctx: &mut Ctx, shutting_down: bool) -> Result<Admission, GatewayError> {
+fn check(
+    session: &Session,
+    ctx: &mut Ctx,
+    challenges: &Challenges,
+    shutting_down: bool,
+) -> Result<Admission, GatewayError> {
     let req = session.req_header();
+    let host = headers::request_host(&req.headers, &req.uri);
+    let path = req.uri.path();
+    ctx.site = ctx.snapshot.sites.find(host);
+    if !ctx.tls {
+        if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX) {
+            return Ok(Admission::Challenge(
+                challenges.get(token).map(|a| a.clone()),
+            ));
+        }
+        if let Some(status) = ctx.snapshot.sites.redirect(ctx.site) {
+            return Ok(Admission::Redirect(status));
+        }
+    }
     let keepalive_off = session.as_downstream().get_keepalive().is_none();
     if access::had_length_and_chunked(req, keepalive_off, shutting_down) {
         return Err(GatewayError::AmbiguousFraming);
@@ -46,11 +84,9 @@ fn check(session: &Session, ctx: &mut Ctx, shutting_down: bool) -> Result<Admiss
     if !headers::host_acceptable(&req.headers, &req.uri, req.version) {
         return Err(GatewayError::InvalidHost);
     }
-    let path = req.uri.path();
     if routing::has_dot_segment(path) {
         return Err(GatewayError::InvalidPath);
     }
-    let host = headers::request_host(&req.headers, &req.uri);
     ctx.route = ctx.snapshot.router.resolve_index(host, path);
     if ctx.route.is_none() {
         return Err(GatewayError::NoRoute);

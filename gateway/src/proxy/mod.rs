@@ -16,7 +16,6 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
-use crate::tls::sites::ACME_CHALLENGE_PREFIX;
 use crate::tls::TlsState;
 use crate::{request_id, routing, telemetry};
 use ctx::{Ctx, Lifecycle};
@@ -89,25 +88,13 @@ impl ProxyHttp for Gateway {
             .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        let req = session.req_header();
-        ctx.site = ctx
-            .snapshot
-            .sites
-            .find(headers::request_host(&req.headers, &req.uri));
-        // Plain HTTP: ACME challenges first, then the redirect to HTTPS, both before
-        // any policy (a CA's validator must never be rate limited or redirected).
-        if !ctx.tls {
-            if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PREFIX) {
-                let answer = self.tls.challenges.get(token).map(|a| a.clone());
-                respond::send_challenge(session, ctx, answer).await?;
-                return Ok(true);
-            }
-            if let Some(status) = ctx.snapshot.sites.redirect(ctx.site) {
-                respond::send_redirect(session, ctx, status).await?;
-                return Ok(true);
-            }
-        }
-        admit::admit(session, ctx, self.lifecycle.is_shutting_down()).await
+        admit::admit(
+            session,
+            ctx,
+            &self.tls.challenges,
+            self.lifecycle.is_shutting_down(),
+        )
+        .await
     }
 
     async fn request_body_filter(

@@ -77,11 +77,7 @@ pub fn install_local(config: &Config, tls: &TlsState, metrics: &Metrics) -> Vec<
                 })
                 .and_then(|(c, k)| entry_from_pem(&c, &k, names, "files"))
                 .map(Some),
-            CertSource::Internal => tls
-                .local_ca(&config.tls.state_dir)
-                .and_then(|ca| ca.issue(&names))
-                .and_then(|(c, k)| entry_from_pem(&c, &k, names, "internal"))
-                .map(Some),
+            CertSource::Internal => internal_entry(tls, config, site),
             CertSource::Acme(_) => {
                 let (cert, key) = acme::cert_paths(&config.tls.state_dir, &site.names[0]);
                 match (
@@ -137,24 +133,29 @@ impl CertManager {
             if site.certificate != CertSource::Internal {
                 continue;
             }
-            let stale = self
-                .tls
-                .store
-                .get(&site.names[0])
-                .is_none_or(|e| now_secs() >= e.not_after - LEAF_LIFETIME.as_secs() as i64 / 3);
-            if stale {
-                let issued = self
-                    .tls
-                    .local_ca(&config.tls.state_dir)
-                    .and_then(|ca| ca.issue(&site.names))
-                    .and_then(|(c, k)| entry_from_pem(&c, &k, site.names.clone(), "internal"));
-                match issued {
-                    Ok(e) => install(&self.tls, &self.metrics, e, i == 0),
-                    Err(e) => tracing::error!(event = "internal_certificate_failed", error = %e),
-                }
+            match internal_entry(&self.tls, config, site) {
+                Ok(Some(e)) => install(&self.tls, &self.metrics, e, i == 0),
+                Ok(None) => {}
+                Err(e) => tracing::error!(event = "internal_certificate_failed", error = %e),
             }
         }
     }
+}
+
+/// A new internal leaf for `site`, unless the one in service already covers exactly its
+/// names and is not in the last third of its life (`None`: keep it). A reload thus
+/// does not mint a new certificate for every internal site.
+fn internal_entry(tls: &TlsState, config: &Config, site: &Site) -> Result<Option<Entry>, String> {
+    let current = tls.store.get(&site.names[0]).is_some_and(|e| {
+        e.source == "internal"
+            && e.names == site.names
+            && now_secs() < e.not_after - LEAF_LIFETIME.as_secs() as i64 / 3
+    });
+    if current {
+        return Ok(None);
+    }
+    let (chain, key) = tls.local_ca(&config.tls.state_dir)?.issue(&site.names)?;
+    entry_from_pem(&chain, &key, site.names.clone(), "internal").map(Some)
 }
 
 #[async_trait]
