@@ -1,5 +1,5 @@
 //! Automatic HTTPS against a real ACME server (Let's Encrypt's Pebble): issuance over
-//! HTTP-01, chains that verify against Pebble's root, renewal under load with no
+//! HTTP-01 and over TLS-ALPN-01, chains that verify against Pebble's root, renewal under load with no
 //! failed request and no restart, failures retried while the old certificate serves,
 //! and a restart that serves the persisted certificate without the CA.
 #![allow(clippy::unwrap_used)]
@@ -126,6 +126,116 @@ async fn issues_over_http01_persists_and_serves_after_restart_without_the_ca() {
         !gw.log_text().contains("acme_order_started"),
         "the CA was not contacted"
     );
+}
+
+/// TLS-ALPN-01 with no plain listener at all (so HTTP-01 cannot be what passed), while
+/// other HTTPS clients keep being served through the same listener during validation.
+#[tokio::test(flavor = "multi_thread")]
+async fn issues_over_tls_alpn01_on_the_https_listener_alone() {
+    let ports = Ports::fresh();
+    // Pebble validates on the gateway's only listener, which is HTTPS.
+    let pebble = Pebble::start_on(free_port(), ports.listen.port(), None, &[]);
+    let r = Replica::start("r1");
+    let state = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+[[listeners]]
+address = "{{listen}}"
+tls = true
+
+[tls]
+state_dir = "{state}"
+retry_min = "1s"
+retry_max = "3s"
+
+[[sites]]
+names = ["localhost"]
+certificate = "internal"
+
+[[sites]]
+names = ["{NAME}"]
+certificate = "acme"
+[sites.acme]
+directory = "{dir}"
+ca_root = "{root}"
+challenge = "tls-alpn-01"
+
+[pools.api]
+replicas = ["{r}"]
+
+[[routes]]
+path = "/api"
+pool = "api"
+"#,
+        state = state.path().display(),
+        dir = pebble.directory(),
+        root = pebble.api_ca.cert_path.display(),
+        r = r.addr
+    );
+    let gw = Gateway::start_at(&cfg, ports);
+    let local_root =
+        std::fs::read_to_string(state.path().join("internal/ca.pem")).expect("internal CA");
+
+    // Ordinary HTTPS clients (a new handshake per request) all through the order.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (done, ok, failed) = (done.clone(), ok.clone(), failed.clone());
+        let c = https_client(&local_root, "localhost", gw.addr);
+        let url = format!("https://localhost:{}/api/whoami", gw.addr.port());
+        tokio::spawn(async move {
+            while !done.load(Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+
+    let root = pebble.root_pem().await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let c = https_client(&root, NAME, gw.addr);
+    let mut issued = false;
+    while !issued && Instant::now() < deadline {
+        issued = matches!(
+            c.get(format!("https://{NAME}:{}/api/whoami", gw.addr.port()))
+                .send()
+                .await,
+            Ok(r) if r.status() == 200
+        );
+        if !issued {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    let log = gw.log_text();
+    assert!(issued, "no certificate over TLS-ALPN-01:\n{log}");
+    assert!(
+        log.contains("\"event\":\"acme_tls_alpn_answered\""),
+        "the CA's validation handshake was answered by the gateway: {log}"
+    );
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "HTTPS clients failed while the validation hook was active"
+    );
+    let served = e2e::pki::served_cert(gw.addr, NAME);
+    assert!(served.contains(&format!("DNS:{NAME}")), "{served}");
+
+    // Once the order is over, `acme-tls/1` is no longer answered.
+    let out = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", &gw.addr.to_string()])
+        .args(["-servername", NAME, "-alpn", "acme-tls/1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!text.contains("ALPN protocol: acme-tls/1"), "{text}");
+    assert!(text.contains("no application protocol"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -301,6 +301,19 @@ fn check_refuses_acme_without_a_plain_listener_and_unusable_names() {
         err.contains("*.example.com: wildcard names need the DNS-01 challenge"),
         "{err}"
     );
+
+    // TLS-ALPN-01 is answered on an HTTPS listener: refused when there is none.
+    std::fs::write(
+        &f,
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[sites]]\nnames = [\"example.com\"]\ncertificate = \"acme\"\n[sites.acme]\ndirectory = \"https://acme.example/dir\"\nchallenge = \"tls-alpn-01\"\n[pools.p]\nreplicas = [\"x:1\"]\n[[routes]]\npool = \"p\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = check(&f);
+    assert!(!ok);
+    assert!(
+        err.contains("sites[0].acme.challenge: TLS-ALPN-01 needs an HTTPS listener"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

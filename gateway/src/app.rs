@@ -150,6 +150,12 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
             tracing::info!(event = "listening", address = %l.address, "listening (http)");
         }
     }
+    // Answers TLS-ALPN-01 validations before pingora's handshake (see tls/alpn.rs).
+    proxy
+        .endpoints()
+        .set_pre_tls_callback(Arc::new(crate::tls::alpn::AlpnChallengeHook(Arc::clone(
+            &tls.alpn,
+        ))));
     let accepted = crate::connections::shared();
     proxy.set_connection_filter(
         Arc::clone(&accepted) as Arc<dyn pingora_core::listeners::ConnectionFilter>

@@ -28,6 +28,17 @@ impl Pebble {
     /// Starts Pebble validating HTTP-01 on `http_port` (the gateway's plain listener),
     /// issuing certificates valid `validity_secs` (Pebble's default: 5 years).
     pub fn start(http_port: u16, validity_secs: Option<u64>, env: &[(&str, &str)]) -> Pebble {
+        Self::start_on(http_port, free_port(), validity_secs, env)
+    }
+
+    /// Like [`Pebble::start`], validating TLS-ALPN-01 on `tls_port` (the gateway's HTTPS
+    /// listener) as well.
+    pub fn start_on(
+        http_port: u16,
+        tls_port: u16,
+        validity_secs: Option<u64>,
+        env: &[(&str, &str)],
+    ) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let api_ca = TestCa::new(dir.path(), "pebble-api");
         let (cert, key) = api_ca.leaf(dir.path(), "pebble-api", &["localhost", "127.0.0.1"]);
@@ -40,7 +51,7 @@ impl Pebble {
             "certificate": cert,
             "privateKey": key,
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         });

@@ -193,6 +193,16 @@ pub struct Acme {
     pub ca_root: Option<PathBuf>,
     /// Renew this long before expiry (`None`: 30 days, or a third of a short lifetime).
     pub renew_before: Option<Duration>,
+    /// How the CA checks we control the names.
+    pub challenge: Challenge,
+}
+
+/// ACME validation method (RFC 8555 HTTP-01 on the plain listener, RFC 8737 TLS-ALPN-01
+/// on the HTTPS listener).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

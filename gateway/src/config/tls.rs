@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::doc::Seg;
 use super::schema::{self, CertSourceKind, RedirectKind};
 use super::validate::{key, valid_dns_name, Validator};
-use super::{Acme, CertSource, Listener, Site, Tls};
+use super::{Acme, CertSource, Challenge, Listener, Site, Tls};
 
 pub mod defaults {
     use std::time::Duration;
@@ -123,7 +123,7 @@ impl Validator<'_> {
                     }
                 },
                 CertSourceKind::Acme => match &s.acme {
-                    Some(a) => self.acme(&at(&b, "acme"), a, base, &names, has_plain),
+                    Some(a) => self.acme(&at(&b, "acme"), a, base, &names, (has_plain, has_tls)),
                     None => {
                         self.err(&at(&b, "certificate"), "certificate = \"acme\" needs a [sites.acme] table with at least `directory`");
                         CertSource::Internal
@@ -183,26 +183,32 @@ impl Validator<'_> {
         a: &schema::AcmeSection,
         base: &Path,
         names: &[String],
-        has_plain: bool,
+        (has_plain, has_tls): (bool, bool),
     ) -> CertSource {
         if !a.directory.starts_with("https://") {
             self.err(&at(b, "directory"), "the ACME directory must be an https:// URL, e.g. https://acme-staging-v02.api.letsencrypt.org/directory");
         }
-        match a.challenge.as_deref().unwrap_or("http-01") {
+        let challenge = match a.challenge.as_deref().unwrap_or("http-01") {
             "http-01" => {
                 if !has_plain {
-                    self.err(&at(b, "challenge"), "HTTP-01 needs a plain listener (port 80) to answer the CA: add a [[listeners]] entry without tls");
+                    self.err(&at(b, "challenge"), "HTTP-01 needs a plain listener (port 80) to answer the CA: add a [[listeners]] entry without tls, or use challenge = \"tls-alpn-01\"");
                 }
+                Challenge::Http01
             }
-            "tls-alpn-01" => self.err(
-                &at(b, "challenge"),
-                "tls-alpn-01 is not supported yet: use \"http-01\"",
-            ),
-            other => self.err(
-                &at(b, "challenge"),
-                format!("unknown challenge {other:?}: use \"http-01\""),
-            ),
-        }
+            "tls-alpn-01" => {
+                if !has_tls {
+                    self.err(&at(b, "challenge"), "TLS-ALPN-01 needs an HTTPS listener (port 443) to answer the CA: add a [[listeners]] entry with tls = true");
+                }
+                Challenge::TlsAlpn01
+            }
+            other => {
+                self.err(
+                    &at(b, "challenge"),
+                    format!("unknown challenge {other:?}: use \"http-01\" or \"tls-alpn-01\""),
+                );
+                Challenge::Http01
+            }
+        };
         for n in names {
             if n.starts_with("*.") {
                 self.err(b, format!("{n}: wildcard names need the DNS-01 challenge, which is not supported: list the names"));
@@ -233,6 +239,7 @@ impl Validator<'_> {
             email: a.email.clone(),
             ca_root,
             renew_before,
+            challenge,
         })
     }
 }

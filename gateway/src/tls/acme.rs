@@ -1,5 +1,6 @@
 //! One ACME order (RFC 8555, via `instant-acme`): account (created once, kept in the
-//! state dir), HTTP-01 challenges answered by the gateway's own plain listener, CSR,
+//! state dir), HTTP-01 challenges answered by the gateway's own plain listener or
+//! TLS-ALPN-01 ones by its HTTPS listeners (`alpn.rs`), CSR,
 //! certificate. Renewal scheduling and backoff live in `manager.rs`.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +12,9 @@ use instant_acme::{
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 
-use super::store::{write_atomic, Challenges};
-use crate::config::Acme;
+use super::store::write_atomic;
+use super::TlsState;
+use crate::config::{Acme, Challenge};
 
 const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 
@@ -83,7 +85,7 @@ pub async fn order(
     acme: &Acme,
     names: &[String],
     state_dir: &Path,
-    challenges: &Challenges,
+    tls: &TlsState,
 ) -> Result<(String, String), String> {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let account = account(acme, state_dir).await?;
@@ -103,7 +105,9 @@ pub async fn order(
         }
         Err(e) => return Err(format!("new order: {e}")),
     };
+    // What we publish for the CA, withdrawn once the order ends either way.
     let mut tokens = Vec::new();
+    let mut alpn_names = Vec::new();
     let result = async {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -111,15 +115,32 @@ pub async fn order(
             if authz.status == AuthorizationStatus::Valid {
                 continue;
             }
+            let kind = match acme.challenge {
+                Challenge::Http01 => ChallengeType::Http01,
+                Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+            };
             let mut challenge = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or("the CA offered no http-01 challenge")?;
-            let token = challenge.token.clone();
-            challenges.insert(
-                token.clone(),
-                challenge.key_authorization().as_str().to_owned(),
-            );
-            tokens.push(token);
+                .challenge(kind.clone())
+                .ok_or_else(|| format!("the CA offered no {kind:?} challenge"))?;
+            match acme.challenge {
+                Challenge::Http01 => {
+                    let token = challenge.token.clone();
+                    tls.challenges.insert(
+                        token.clone(),
+                        challenge.key_authorization().as_str().to_owned(),
+                    );
+                    tokens.push(token);
+                }
+                Challenge::TlsAlpn01 => {
+                    let Identifier::Dns(name) = challenge.identifier().identifier else {
+                        return Err("the CA asked to validate a non-DNS identifier".to_owned());
+                    };
+                    let name = name.clone();
+                    tls.alpn
+                        .insert(&name, challenge.key_authorization().digest().as_ref())?;
+                    alpn_names.push(name);
+                }
+            }
             challenge
                 .set_ready()
                 .await
@@ -153,7 +174,10 @@ pub async fn order(
     }
     .await;
     for t in tokens {
-        challenges.remove(&t);
+        tls.challenges.remove(&t);
+    }
+    for n in alpn_names {
+        tls.alpn.remove(&n);
     }
     result
 }

@@ -209,19 +209,18 @@ impl BackgroundService for CertManager {
                 let tls_cfg = config.tls.clone();
                 tokio::spawn(async move {
                     tracing::info!(event = "acme_order_started", names = ?names, directory = %acme_cfg.directory);
-                    let result =
-                        acme::order(&acme_cfg, &names, &tls_cfg.state_dir, &tls.challenges)
-                            .await
-                            .and_then(|(chain, key)| {
-                                let entry = entry_from_pem(&chain, &key, names.clone(), "acme")?;
-                                let (cert_path, key_path) =
-                                    acme::cert_paths(&tls_cfg.state_dir, &names[0]);
-                                write_atomic(&key_path, key.as_bytes(), 0o600)
-                                    .map_err(|e| format!("{}: {e}", key_path.display()))?;
-                                write_atomic(&cert_path, chain.as_bytes(), 0o644)
-                                    .map_err(|e| format!("{}: {e}", cert_path.display()))?;
-                                Ok(entry)
-                            });
+                    let result = acme::order(&acme_cfg, &names, &tls_cfg.state_dir, &tls)
+                        .await
+                        .and_then(|(chain, key)| {
+                            let entry = entry_from_pem(&chain, &key, names.clone(), "acme")?;
+                            let (cert_path, key_path) =
+                                acme::cert_paths(&tls_cfg.state_dir, &names[0]);
+                            write_atomic(&key_path, key.as_bytes(), 0o600)
+                                .map_err(|e| format!("{}: {e}", key_path.display()))?;
+                            write_atomic(&cert_path, chain.as_bytes(), 0o644)
+                                .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+                            Ok(entry)
+                        });
                     let mut r = run.lock().unwrap_or_else(|p| p.into_inner());
                     match result {
                         Ok(entry) => {

@@ -1,8 +1,10 @@
 //! TLS: the SNI certificate store the HTTPS listeners resolve from (`store`), where
 //! certificates come from (`internal`: a local CA; `acme`: RFC 8555 orders; files), and
-//! the background service that keeps them current (`manager`).
+//! the background service that keeps them current (`manager`), and the TLS-ALPN-01
+//! answers (`alpn`).
 
 pub mod acme;
+pub mod alpn;
 pub mod internal;
 pub mod manager;
 pub mod sites;
@@ -18,6 +20,9 @@ use store::{CertStore, Challenges};
 #[derive(Default)]
 pub struct TlsState {
     pub store: Arc<CertStore>,
+    /// HTTP-01 tokens, answered by the plain listener.
     pub challenges: Challenges,
+    /// TLS-ALPN-01 certificates, answered by the HTTPS listeners' pre-TLS hook.
+    pub alpn: Arc<alpn::AlpnChallenges>,
     local_ca: Mutex<Option<Arc<LocalCa>>>,
 }
