@@ -123,8 +123,14 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         Arc::clone(&metrics),
         Arc::clone(&tls),
     );
-    let mut proxy =
-        pingora_proxy::http_proxy_service_with_name(&server.configuration, gateway, "gateway");
+    // Pingora's HTTP proxy, wrapped so each client connection passes the per-client cap
+    // and gets a request-head deadline (downstream.rs) before pingora reads from it.
+    let edge = crate::downstream::EdgeApp::new(
+        pingora_proxy::http_proxy(&server.configuration, gateway),
+        Arc::clone(&state),
+        Arc::clone(&metrics),
+    );
+    let mut proxy = pingora_core::services::listening::Service::new("gateway".to_owned(), edge);
     for l in &listeners {
         if l.tls {
             let mut settings = match TlsSettings::intermediate("", "") {

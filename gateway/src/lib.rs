@@ -2,7 +2,8 @@
 //!
 //! | phase (pingora `ProxyHttp`) | what happens                                   | module            |
 //! |-----------------------------|------------------------------------------------|-------------------|
-//! | listener                    | TCP accept (plain HTTP)                        | `app`             |
+//! | listener                    | TCP accept; TLS (SNI certificate; TLS-ALPN-01) | `app`, `tls::store`, `tls::alpn` |
+//! | connection                  | per-client cap, request-head deadline          | `downstream`      |
 //! | `new_ctx`                   | pin the current config snapshot                | `proxy::ctx`      |
 //! | `request_filter`            | request id, client address, route lookup       | `request_id`, `headers`, `routing` |
 //! | `upstream_peer`             | pick a healthy replica round-robin             | `upstream::pool`  |
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod connections;
+pub mod downstream;
 pub mod headers;
 pub mod metrics;
 pub mod policy;

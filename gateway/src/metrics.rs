@@ -41,6 +41,10 @@ pub struct Metrics {
     ok_handles:
         dashmap::DashMap<std::net::SocketAddr, Vec<(std::sync::Arc<str>, prometheus::IntCounter)>>,
     pub acme_orders: IntCounterVec,
+    /// Connections closed because their request head missed `header_timeout`.
+    pub header_timeouts: prometheus::IntCounter,
+    /// Connections beyond `max_connections_per_client` (refused, or answered 429).
+    pub connections_over_cap: prometheus::IntCounter,
 }
 
 /// Infallible in practice (names and labels are static); a failure would be a bug we
@@ -186,6 +190,20 @@ impl Metrics {
                 )?,
             )?,
             ok_handles: dashmap::DashMap::new(),
+            header_timeouts: reg(
+                &r,
+                prometheus::IntCounter::new(
+                    "gateway_client_header_timeouts_total",
+                    "Client connections closed because the request head did not arrive within limits.header_timeout.",
+                )?,
+            )?,
+            connections_over_cap: reg(
+                &r,
+                prometheus::IntCounter::new(
+                    "gateway_client_connections_over_cap_total",
+                    "Client connections beyond limits.max_connections_per_client (HTTP/1: answered 429 and closed; HTTP/2: closed).",
+                )?,
+            )?,
             connections_accepted: reg(
                 &r,
                 prometheus::IntCounter::new(

@@ -71,6 +71,13 @@ pub struct HeaderPolicy {
 pub struct Limits {
     pub max_body_size: u64,
     pub max_header_size: u64,
+    /// From a connection's start (or a keep-alive request's first byte) to the end of
+    /// the request head: trickled headers (slowloris) are cut off here.
+    pub header_timeout: Duration,
+    /// Longest wait for the next piece of a request body.
+    pub body_timeout: Duration,
+    /// Concurrent connections one client address (IPv6: its /64) may hold; 0 = no cap.
+    pub max_connections_per_client: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,10 @@ use super::{Cors, HeaderPolicy, Limits, OriginMatch, RateKey, RateLimit, RoutePo
 pub mod defaults {
     pub const MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
     pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
+    /// A browser sends its whole head at once; 15 s leaves room for a slow mobile link.
+    pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+    /// nginx's `client_body_timeout` default (and pingora's own read timeout).
+    pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
     pub const IPV6_PREFIX: u8 = 64;
     pub const MAX_KEYS: usize = 100_000;
     pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
@@ -202,6 +206,17 @@ impl Validator<'_> {
         Limits {
             max_body_size: l.max_body_size.map_or(defaults::MAX_BODY_SIZE, |s| s.0),
             max_header_size,
+            header_timeout: self.positive(
+                &[key("limits"), key("header_timeout")],
+                l.header_timeout,
+                defaults::HEADER_TIMEOUT,
+            ),
+            body_timeout: self.positive(
+                &[key("limits"), key("body_timeout")],
+                l.body_timeout,
+                defaults::BODY_TIMEOUT,
+            ),
+            max_connections_per_client: l.max_connections_per_client.unwrap_or(0),
         }
     }
 

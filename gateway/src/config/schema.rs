@@ -91,6 +91,9 @@ pub struct PolicySection {
 pub struct LimitsSection {
     pub max_body_size: Option<Size>,
     pub max_header_size: Option<Size>,
+    pub header_timeout: Option<Dur>,
+    pub body_timeout: Option<Dur>,
+    pub max_connections_per_client: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]

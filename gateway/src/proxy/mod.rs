@@ -13,6 +13,7 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::downstream::ClientStream;
 use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
@@ -78,6 +79,15 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        // The head is in: its deadline is met; the body gets its own read timeout.
+        let over_cap = match session.as_downstream().stream().and_then(ClientStream::of) {
+            Some(client) => {
+                client.head_received();
+                client.over_cap()
+            }
+            None => false,
+        };
+        session.set_read_timeout(Some(ctx.snapshot.config.limits.body_timeout));
         let req = session.req_header();
         ctx.request_id = request_id::choose(req.headers.get(&X_REQUEST_ID).map(|v| v.as_bytes()));
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
@@ -88,6 +98,12 @@ impl ProxyHttp for Gateway {
             .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if over_cap {
+            self.metrics.connections_over_cap.inc();
+            session.set_keepalive(None);
+            send_error(session, ctx, GatewayError::TooManyConnections).await?;
+            return Ok(true);
+        }
         admit::admit(
             session,
             ctx,
@@ -309,6 +325,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if let Some(client) = session.as_downstream().stream().and_then(ClientStream::of) {
+            client.request_done();
+        }
         telemetry::access_log(session, e, ctx);
         let route = ctx.route().map_or("-", |r| &*r.name);
         let status_code = session.response_written().map(|r| r.status);

@@ -22,6 +22,7 @@ pub enum GatewayError {
     PayloadTooLarge,
     HeadersTooLarge,
     TooManyRequests,
+    TooManyConnections,
     NoHealthyReplica,
     BadGateway,
     GatewayTimeout,
@@ -60,6 +61,11 @@ impl GatewayError {
                 "the request headers are too large",
             ),
             TooManyRequests => (429, "rate_limited", "too many requests, retry later"),
+            TooManyConnections => (
+                429,
+                "too_many_connections",
+                "too many connections from this address",
+            ),
             NoHealthyReplica => (
                 503,
                 "no_healthy_upstream",

@@ -1,0 +1,73 @@
+//! Each client connection, before pingora's HTTP app sees it: the per-client connection
+//! cap and the request-head deadline. Pingora times out each read on its own, so a
+//! client that trickles a header byte every few seconds (slowloris) would hold its
+//! connection for as long as it likes; here the whole head has a deadline.
+//!
+//! Pingora calls `process_new` once per connection (after the TLS handshake) and keeps
+//! HTTP/1 keep-alive and HTTP/2 inside it, so wrapping it sees each connection's whole
+//! life. The request path tells the stream when a head was parsed and when the request
+//! ended (`proxy/mod.rs`, through [`ClientStream::of`]).
+
+mod slots;
+mod stream;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+
+use crate::metrics::Metrics;
+use crate::proxy::Gateway;
+use crate::state::SharedState;
+pub use slots::ClientSlots;
+pub use stream::ClientStream;
+
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<Gateway>>,
+    state: SharedState,
+    slots: Arc<ClientSlots>,
+    metrics: Arc<Metrics>,
+}
+
+impl EdgeApp {
+    pub fn new(proxy: HttpProxy<Gateway>, state: SharedState, metrics: Arc<Metrics>) -> Self {
+        EdgeApp {
+            proxy: Arc::new(proxy),
+            state,
+            slots: Arc::default(),
+            metrics,
+        }
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = self.state.load().config.limits;
+        let slot = match (limits.max_connections_per_client, stream::peer_ip(&stream)) {
+            (0, _) | (_, None) => None,
+            (max, Some(ip)) => Some(self.slots.take(ip, max)),
+        };
+        let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
+        if h2 && slot.as_ref().is_some_and(|s| s.over()) {
+            // An HTTP/1 connection over the cap gets a 429 on its first request; an
+            // HTTP/2 one carries many requests and is simply not taken.
+            self.metrics.connections_over_cap.inc();
+            return None;
+        }
+        let header_timeout = (!h2).then_some(limits.header_timeout);
+        let stream = ClientStream::new(stream, header_timeout, slot, &self.metrics.header_timeouts);
+        self.proxy.process_new(Box::new(stream), shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await
+    }
+}
