@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client;
 # docker-compose parses compose.yml (no Docker engine is needed for that).
-bash tests/deps.sh prometheus pebble openssl docker-compose
+bash tests/deps.sh prometheus pebble openssl docker-compose slowhttptest testssl.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,5 +1,6 @@
 //! TLS termination seen by real clients (openssl, curl, rustls): SNI selection, protocol
-//! versions, HTTP/2, redirects and HSTS, the internal CA.
+//! versions, HTTP/2, redirects and HSTS, the internal CA; and testssl.sh's verdict on the
+//! HTTPS listener.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -285,4 +286,75 @@ async fn internal_ca_serves_localhost_and_survives_restarts() {
             .status(),
         200
     );
+}
+
+/// testssl.sh (Debian package `testssl.sh`) against the HTTPS listener with the
+/// certificate kinds the gateway makes itself (internal CA and ACME: ECDSA P-256):
+/// protocols, cipher categories, forward secrecy and the known vulnerabilities.
+#[tokio::test(flavor = "multi_thread")]
+async fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
+    let r = Replica::start("r1");
+    let state = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[listeners]]\naddress = \"{{listen}}\"\ntls = true\n[tls]\nstate_dir = \"{}\"\n\
+         [[sites]]\nnames = [\"localhost\"]\ncertificate = \"internal\"\n[pools.api]\nreplicas = [\"{}\"]\n[[routes]]\npath = \"/api\"\npool = \"api\"\n",
+        state.path().display(),
+        r.addr
+    );
+    let gw = Gateway::start(&config);
+    let report = state.path().join("testssl.json");
+    let out = Command::new("testssl")
+        .args([
+            "--quiet",
+            "--color",
+            "0",
+            "--warnings",
+            "batch",
+            "--ip",
+            "one",
+        ])
+        .args(["-p", "-s", "-f", "-U", "--jsonfile"])
+        .arg(&report)
+        .arg(format!("https://localhost:{}/api/whoami", gw.addr.port()))
+        .output()
+        .expect("testssl (Debian package testssl.sh; tests/deps.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let findings: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let get = |id: &str| {
+        findings
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in the report:\n{text}"))
+    };
+    for old in ["SSLv2", "SSLv3", "TLS1", "TLS1_1"] {
+        assert_eq!(get(old)["finding"], "not offered", "{old}");
+    }
+    assert_eq!(get("TLS1_2")["finding"], "offered");
+    assert!(get("TLS1_3")["finding"]
+        .as_str()
+        .unwrap()
+        .starts_with("offered"));
+    for weak in [
+        "cipherlist_NULL",
+        "cipherlist_aNULL",
+        "cipherlist_EXPORT",
+        "cipherlist_LOW",
+        "cipherlist_3DES_IDEA",
+        "cipherlist_AVERAGE",
+    ] {
+        assert_eq!(get(weak)["finding"], "not offered", "{weak}");
+    }
+    assert_eq!(get("PFS")["severity"], "OK");
+    let bad: Vec<_> = findings
+        .iter()
+        .filter(|f| {
+            !matches!(
+                f["severity"].as_str(),
+                Some("OK") | Some("INFO") | Some("LOW")
+            )
+        })
+        .collect();
+    assert!(bad.is_empty(), "findings above LOW: {bad:#?}\n{text}");
+    assert!(findings.len() > 30, "the scan ran: {text}");
 }
