@@ -370,3 +370,73 @@ async fn failures_are_retried_with_backoff_while_the_old_certificate_serves() {
     let s = scrape(&gw).await;
     assert!(sample(&s, "gateway_acme_orders_total", &[("result", "error")]) >= 3.0);
 }
+
+/// The CA unreachable for the whole run: the gateway starts at once and serves every
+/// other site and route; the ACME site's name alone has no certificate yet, and the
+/// orders are retried with backoff.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_ca_does_not_stop_anything_else() {
+    let r = Replica::start("r1");
+    let state = tempfile::tempdir().unwrap();
+    let dead_ca = format!("https://127.0.0.1:{}/dir", free_port());
+    let cfg = format!(
+        r#"
+[[listeners]]
+address = "{{listen}}"
+[[listeners]]
+address = "{{tls}}"
+tls = true
+
+[tls]
+state_dir = "{state}"
+retry_min = "200ms"
+retry_max = "1s"
+
+[[sites]]
+names = ["localhost"]
+certificate = "internal"
+redirect = "off"
+
+[[sites]]
+names = ["{NAME}"]
+certificate = "acme"
+redirect = "off"
+[sites.acme]
+directory = "{dead_ca}"
+
+[pools.api]
+replicas = ["{r}"]
+
+[[routes]]
+path = "/api"
+pool = "api"
+"#,
+        state = state.path().display(),
+        r = r.addr
+    );
+    let gw = Gateway::start(&cfg);
+    let local_root = std::fs::read_to_string(state.path().join("internal/ca.pem")).unwrap();
+    let https = https_client(&local_root, "localhost", gw.tls);
+    let plain = client();
+    for _ in 0..20 {
+        let a = https
+            .get(format!("https://localhost:{}/api/whoami", gw.tls.port()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(a.status(), 200);
+        let b = plain.get(gw.url("/api/whoami")).send().await.unwrap();
+        assert_eq!(b.status(), 200);
+    }
+    // Orders keep failing and are retried (at least twice within a few seconds).
+    assert!(wait_until(Duration::from_secs(10), || gw
+        .log_text()
+        .matches("\"event\":\"acme_order_failed\"")
+        .count()
+        >= 2));
+    // The ACME name alone fails its handshake: no other certificate is passed off as its.
+    let acme_name = e2e::pki::served_cert(gw.tls, NAME);
+    assert!(!acme_name.contains("localhost"), "{acme_name}");
+    let s = scrape(&gw).await;
+    assert!(sample(&s, "gateway_acme_orders_total", &[("result", "error")]) >= 2.0);
+}
