@@ -327,18 +327,18 @@ async fn rolling_restart_of_every_replica_fails_no_request() {
             total
         })
     };
-    for i in 0..3 {
-        let (id, port) = (rs[i].id.clone(), rs[i].addr.port());
-        signal(rs[i].child.id(), "TERM");
+    for replica in rs.iter_mut() {
+        let (id, port) = (replica.id.clone(), replica.addr.port());
+        signal(replica.child.id(), "TERM");
         assert!(
-            wait_until(Duration::from_secs(15), || rs[i]
+            wait_until(Duration::from_secs(15), || replica
                 .child
                 .try_wait()
                 .unwrap()
                 .is_some()),
             "{id} did not exit after draining"
         );
-        rs[i] = Replica::start_on(&id, port, &drain);
+        *replica = Replica::start_on(&id, port, &drain);
         until_consecutive(&c, &url, 1, Duration::from_secs(10), |r| r == id).await;
     }
     stop.store(true, Ordering::Relaxed);
