@@ -529,6 +529,8 @@ async fn hostile_request_shapes_get_a_4xx_and_never_complete_at_the_replica() {
         ("invalid method", b"G@T /api/whoami HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("header name with a space", b"GET /api/whoami HTTP/1.1\r\nHost: x\r\nBad Name: v\r\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         ("70 KB request line", long_line.into_bytes(), "HTTP/1.1 4"),
+        ("bare LF line endings", b"GET /api/whoami HTTP/1.1\nHost: x\nConnection: close\n\n".to_vec(), "HTTP/1.1 400"),
+        ("one bare LF among CRLFs", b"GET /api/whoami HTTP/1.1\r\nHost: x\nConnection: close\r\n\r\n".to_vec(), "HTTP/1.1 400"),
         (
             "oversized chunk size",
             b"POST /api/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n".to_vec(),
@@ -543,6 +545,15 @@ async fn hostile_request_shapes_get_a_4xx_and_never_complete_at_the_replica() {
     let out = raw_request(gw.addr, &cases[0].1, Duration::from_secs(5));
     assert!(
         out.contains("\"code\":\"invalid_host\"") && out.contains("\"request_id\""),
+        "{out}"
+    );
+    let bare = cases
+        .iter()
+        .find(|c| c.0 == "one bare LF among CRLFs")
+        .unwrap();
+    let out = raw_request(gw.addr, &bare.1, Duration::from_secs(5));
+    assert!(
+        out.contains("\"code\":\"invalid_line_ending\"") && out.contains("\"request_id\""),
         "{out}"
     );
     assert_eq!(

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -53,6 +53,47 @@ pub struct ClientStream {
     /// Wakes a read that waits past the head deadline (allocated on first need).
     alarm: Option<Pin<Box<Sleep>>>,
     slot: Option<Slot>,
+    /// Where the head scan is (HTTP/1 only): pingora's parser accepts a bare LF as a
+    /// line end, which a backend or another proxy may read differently (a smuggling
+    /// vector), so the head's raw bytes are checked here as they arrive.
+    scan: HeadScan,
+    bare_lf: AtomicBool,
+}
+
+/// The line-end state of a request head being read.
+#[derive(Debug, Default)]
+struct HeadScan {
+    line_len: usize,
+    last_was_cr: bool,
+    seen_line: bool,
+}
+
+impl HeadScan {
+    /// Scans `bytes`; returns (bare LF seen, offset just past the head's end if it ends).
+    fn feed(&mut self, bytes: &[u8]) -> (bool, Option<usize>) {
+        let mut bare = false;
+        for (i, &b) in bytes.iter().enumerate() {
+            match b {
+                b'\n' => {
+                    bare |= !self.last_was_cr;
+                    self.last_was_cr = false;
+                    if self.line_len == 0 && self.seen_line {
+                        *self = HeadScan::default();
+                        return (bare, Some(i + 1));
+                    }
+                    // Empty lines before the request line are skipped (RFC 9112 2.2).
+                    self.seen_line |= self.line_len > 0;
+                    self.line_len = 0;
+                }
+                b'\r' => self.last_was_cr = true,
+                _ => {
+                    self.last_was_cr = false;
+                    self.line_len += 1;
+                }
+            }
+        }
+        (bare, None)
+    }
 }
 
 impl ClientStream {
@@ -81,6 +122,8 @@ impl ClientStream {
             head,
             alarm: None,
             slot,
+            scan: HeadScan::default(),
+            bare_lf: AtomicBool::new(false),
         }
     }
 
@@ -90,6 +133,11 @@ impl ClientStream {
     }
 
     /// Whether the connection went over its client's connection cap.
+    /// Whether this request's head used a bare LF line end (it is refused with 400).
+    pub fn head_had_bare_lf(&self) -> bool {
+        self.bare_lf.swap(false, Ordering::Relaxed)
+    }
+
     pub fn over_cap(&self) -> bool {
         self.slot.as_ref().is_some_and(Slot::over)
     }
@@ -167,6 +215,19 @@ impl AsyncRead for ClientStream {
                 }
             }
             _ => {}
+        }
+        // Scan the head's bytes for bare LFs until its blank line; body bytes after it
+        // are not looked at.
+        if let (Poll::Ready(Ok(())), Some(h)) = (&polled, &this.head) {
+            if h.state.load(Ordering::Relaxed) != RECEIVED && buf.filled().len() > before {
+                let (bare, end) = this.scan.feed(&buf.filled()[before..]);
+                if bare {
+                    this.bare_lf.store(true, Ordering::Relaxed);
+                }
+                if end.is_some() {
+                    h.state.store(RECEIVED, Ordering::Relaxed);
+                }
+            }
         }
         polled
     }
@@ -285,3 +346,37 @@ const _: fn() = || {
     fn is_io<T: pingora_core::protocols::IO + Any>() {}
     is_io::<ClientStream>();
 };
+
+#[cfg(test)]
+mod tests {
+    use super::HeadScan;
+
+    fn scan(parts: &[&[u8]]) -> (bool, Option<usize>) {
+        let mut s = HeadScan::default();
+        let mut bare = false;
+        for p in parts {
+            let (b, end) = s.feed(p);
+            bare |= b;
+            if end.is_some() {
+                return (bare, end);
+            }
+        }
+        (bare, None)
+    }
+
+    #[test]
+    fn finds_the_head_end_and_bare_line_feeds() {
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nbody\n"]),
+            (false, Some(27))
+        );
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r", b"\nHost: x\r\n\r", b"\n"]),
+            (false, Some(1))
+        );
+        assert!(scan(&[b"GET / HTTP/1.1\nHost: x\r\n\r\n"]).0);
+        assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\n\n"]), (true, Some(25)));
+        // A leading empty line is not the end of a head; trickled bytes are not either.
+        assert_eq!(scan(&[b"\r\n", b"GET / HTTP/1.1\r\n", b"H"]), (false, None));
+    }
+}

@@ -80,12 +80,13 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The head is in: its deadline is met; the body gets its own read timeout.
-        let over_cap = match session.as_downstream().stream().and_then(ClientStream::of) {
+        let (over_cap, bare_lf) = match session.as_downstream().stream().and_then(ClientStream::of)
+        {
             Some(client) => {
                 client.head_received();
-                client.over_cap()
+                (client.over_cap(), client.head_had_bare_lf())
             }
-            None => false,
+            None => (false, false),
         };
         session.set_read_timeout(Some(ctx.snapshot.config.limits.body_timeout));
         let req = session.req_header();
@@ -98,6 +99,12 @@ impl ProxyHttp for Gateway {
             .map(|a| headers::client_ip(a.ip(), xff, trusted));
         ctx.upgrade = session.is_upgrade_req();
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if bare_lf {
+            // Read differently by different parsers: refused, and the connection closed.
+            session.set_keepalive(None);
+            send_error(session, ctx, GatewayError::BareLineFeed).await?;
+            return Ok(true);
+        }
         if over_cap {
             self.metrics.connections_over_cap.inc();
             session.set_keepalive(None);

@@ -17,6 +17,7 @@ pub enum GatewayError {
     InvalidPath,
     InvalidHost,
     AmbiguousFraming,
+    BareLineFeed,
     Forbidden,
     CorsRejected,
     PayloadTooLarge,
@@ -47,6 +48,11 @@ impl GatewayError {
                 400,
                 "ambiguous_framing",
                 "the request has both Content-Length and Transfer-Encoding",
+            ),
+            BareLineFeed => (
+                400,
+                "invalid_line_ending",
+                "request lines must end with CRLF",
             ),
             Forbidden => (403, "forbidden", "access denied"),
             CorsRejected => (
