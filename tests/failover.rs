@@ -310,11 +310,9 @@ async fn rolling_restart_of_every_replica_fails_no_request() {
     let traffic = {
         let (stop, c, url) = (stop.clone(), c.clone(), url.clone());
         tokio::spawn(async move {
-            let url2 = url.clone();
-            let c2 = c.clone();
             let mut total = (0, Vec::new());
             while !stop.load(Ordering::Relaxed) {
-                let (c, url) = (c2.clone(), url2.clone());
+                let (c, url) = (c.clone(), url.clone());
                 let (ok, failed) = load(4, 25, move |_, _| {
                     let (c, url) = (c.clone(), url.clone());
                     async move { c.get(&url).send().await }
@@ -323,7 +321,6 @@ async fn rolling_restart_of_every_replica_fails_no_request() {
                 total.0 += ok;
                 total.1.extend(failed);
             }
-            let _ = (c, url);
             total
         })
     };

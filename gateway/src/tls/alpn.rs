@@ -180,13 +180,11 @@ async fn read_hello(challenges: &AlpnChallenges, stream: &mut L4Stream) -> io::R
             Ok(None) | Err(_) => return Ok(Hello::Pass(seen)),
         };
         let hello = accepted.client_hello();
-        let only_acme = hello
-            .alpn()
-            .map(|mut offered| offered.all(|p| p == ACME_TLS_ALPN))
-            .unwrap_or(false)
-            && hello
-                .alpn()
-                .is_some_and(|mut offered| offered.next().is_some());
+        // RFC 8737: the CA offers `acme-tls/1` and nothing else.
+        let only_acme = hello.alpn().is_some_and(|offered| {
+            let offered: Vec<&[u8]> = offered.collect();
+            offered == [ACME_TLS_ALPN]
+        });
         let config = match (only_acme, hello.server_name()) {
             (true, Some(name)) => challenges
                 .config_for(name)
