@@ -209,8 +209,13 @@ impl Gateway {
             log,
             _dir: dir,
         };
+        // Each listener is bound by its own service start, so one may accept a moment
+        // before another; every listener the test will talk to must accept before the
+        // gateway counts as up (a CI run once lost that race on the admin port).
+        let has_tls = config.contains("{tls}");
         let up = wait_until(Duration::from_secs(15), || {
-            accepts(addr) || gw.child.try_wait().unwrap().is_some()
+            (accepts(addr) && accepts(admin) && (!has_tls || accepts(tls)))
+                || gw.child.try_wait().unwrap().is_some()
         });
         assert!(
             up && gw.child.try_wait().unwrap().is_none(),
