@@ -119,7 +119,7 @@ proptest! {
             "{client} from peer {peer} and {text:?}"
         );
         let forwarded = headers::forwarded_for(peer, xff.as_deref(), &trusted);
-        prop_assert!(forwarded.ends_with(&canonical_peer.to_string()));
+        prop_assert!(forwarded.ends_with(canonical_peer.to_string().as_bytes()));
     }
 
     /// Host checks and routing take any client input without panicking; a stripped

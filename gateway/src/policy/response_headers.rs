@@ -1,6 +1,7 @@
 //! Response header rules (security headers, custom headers, removals), with names and
 //! values parsed once at config load.
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_http::ResponseHeader;
 
@@ -8,7 +9,9 @@ use crate::config::HeaderPolicy;
 
 #[derive(Debug, Default)]
 pub struct HeaderRules {
-    set: Vec<(HeaderName, HeaderValue)>,
+    /// Names as the config spells them: pingora keeps a `Bytes` name as the header's
+    /// case without copying it (a non-standard `HeaderName` would be copied per insert).
+    set: Vec<(Bytes, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
@@ -21,10 +24,8 @@ impl HeaderRules {
                 .set
                 .iter()
                 .filter_map(|(n, v)| {
-                    Some((
-                        HeaderName::from_bytes(n.as_bytes()).ok()?,
-                        HeaderValue::from_str(v).ok()?,
-                    ))
+                    HeaderName::from_bytes(n.as_bytes()).ok()?;
+                    Some((Bytes::from(n.clone()), HeaderValue::from_str(v).ok()?))
                 })
                 .collect(),
             remove: p

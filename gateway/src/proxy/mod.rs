@@ -14,7 +14,9 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::downstream::ClientStream;
-use crate::headers::{self, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+use crate::headers::{
+    self, wire, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use crate::tls::TlsState;
@@ -169,7 +171,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         headers::strip_request_hop_by_hop(up, ctx.upgrade);
-        up.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+        up.insert_header(wire::X_REQUEST_ID, ctx.request_id.as_str())?;
 
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
         let peer = session
@@ -183,12 +185,15 @@ impl ProxyHttp for Gateway {
                 up.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
                 trusted,
             );
-            up.insert_header(X_FORWARDED_FOR, xff)?;
+            up.insert_header(wire::X_FORWARDED_FOR, xff)?;
         }
         // A trusted proxy in front of us knows the original scheme and host; anyone else
         // is told what we saw.
         if !(from_trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
-            up.insert_header(X_FORWARDED_PROTO, if ctx.tls { "https" } else { "http" })?;
+            up.insert_header(
+                wire::X_FORWARDED_PROTO,
+                if ctx.tls { "https" } else { "http" },
+            )?;
         }
         if !(from_trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
             let host = session
@@ -197,7 +202,7 @@ impl ProxyHttp for Gateway {
                 .get(http::header::HOST)
                 .cloned();
             match host {
-                Some(h) => up.insert_header(X_FORWARDED_HOST, h)?,
+                Some(h) => up.insert_header(wire::X_FORWARDED_HOST, h)?,
                 None => {
                     up.remove_header(&X_FORWARDED_HOST);
                 }

@@ -8,7 +8,7 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
-use crate::headers::{X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID};
+use crate::headers::wire;
 
 /// A failure named for its condition; `info()` is the only status mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,7 +134,7 @@ impl GatewayError {
 /// call. Request id, the route's header rules (security headers), CORS and rate-limit
 /// state.
 pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Result<()> {
-    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    resp.insert_header(wire::X_REQUEST_ID, ctx.request_id.as_str())?;
     // HSTS only where TLS terminates: never on a plain-HTTP response.
     if ctx.tls {
         if let Some(v) = ctx.snapshot.sites.hsts(ctx.site) {
@@ -147,9 +147,9 @@ pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Res
         cors.apply(ctx.cors_origin.as_ref(), resp)?;
     }
     if let Some(r) = ctx.rate {
-        resp.insert_header(X_RATELIMIT_LIMIT, r.limit)?;
-        resp.insert_header(X_RATELIMIT_REMAINING, r.remaining)?;
-        resp.insert_header(X_RATELIMIT_RESET, r.reset_secs)?;
+        resp.insert_header(wire::X_RATELIMIT_LIMIT, r.limit)?;
+        resp.insert_header(wire::X_RATELIMIT_REMAINING, r.remaining)?;
+        resp.insert_header(wire::X_RATELIMIT_RESET, r.reset_secs)?;
         if let Some(after) = r.retry_after_secs {
             resp.insert_header(http::header::RETRY_AFTER, after)?;
         }
