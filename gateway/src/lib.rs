@@ -11,13 +11,14 @@
 //! | `fail_to_connect` / `error_while_proxy` | decide a retry on another replica | `proxy`           |
 //! | `response_filter`           | request id on the response, hop-by-hop         | `headers`         |
 //! | `fail_to_proxy`             | gateway-made JSON errors (404/502/503/504)     | `proxy::respond`  |
-//! | `logging`                   | one JSON access-log line                       | `telemetry`       |
+//! | `logging`                   | one JSON access-log line                       | `telemetry`, `access_line` |
 //!
 //! Beside the request path: `config` (TOML -> typed `Config`), `state` (the swappable
 //! `Snapshot`), `upstream::health` (active health checks), `cli` and `app` (wiring).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod access_line;
 pub mod admin;
 pub mod app;
 pub mod cli;

@@ -4,8 +4,12 @@
 use pingora_core::Error;
 use pingora_proxy::Session;
 
+use crate::access_line::AccessLine;
 use crate::config::{Log, LogFormat};
 use crate::proxy::ctx::Ctx;
+
+/// The format of the installed subscriber: the first `init` wins, as for the subscriber.
+static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
 
 /// Installs the global subscriber. `RUST_LOG` overrides the configured level.
 pub fn init(log: &Log) {
@@ -15,6 +19,7 @@ pub fn init(log: &Log) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
+    let _ = FORMAT.set(log.format);
     let installed = match log.format {
         LogFormat::Json => builder
             .json()
@@ -34,24 +39,45 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         return;
     }
     let req = session.req_header();
-    let status = session.response_written().map_or(0, |r| r.status.as_u16());
-    let host = crate::headers::request_host(&req.headers, &req.uri);
-    let client_ip = ctx.client_ip.map(|ip| ip.to_string());
-    let upstream = ctx.tried.last().map(|a| a.to_string());
-    tracing::info!(
-        target: "access",
-        request_id = %ctx.request_id,
-        client_ip = client_ip.as_deref().unwrap_or("-"),
-        method = %req.method,
-        host,
-        path = req.uri.path(),
-        status,
-        bytes = session.body_bytes_sent(),
-        duration_ms = ctx.started.elapsed().as_micros() as f64 / 1000.0,
-        route = ctx.route().map_or("-", |r| &*r.name),
-        upstream = upstream.as_deref().unwrap_or("-"),
-        attempts = ctx.tried.len(),
-        error = e.map(|e| e.etype().as_str()),
-        "access"
-    );
+    emit(&AccessLine {
+        request_id: &ctx.request_id,
+        client_ip: ctx.client_ip,
+        method: req.method.as_str(),
+        host: crate::headers::request_host(&req.headers, &req.uri),
+        path: req.uri.path(),
+        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        bytes: session.body_bytes_sent(),
+        duration_us: ctx.started.elapsed().as_micros(),
+        route: ctx.route().map_or("-", |r| &*r.name),
+        upstream: ctx.tried.last().copied(),
+        attempts: ctx.tried.len(),
+        error: e.map(|e| e.etype().as_str()),
+    });
+}
+
+/// Writes an access line where the log level lets `access` through: JSON lines
+/// directly (`access_line`), pretty ones through `tracing`.
+pub fn emit(line: &AccessLine) {
+    if !tracing::enabled!(target: "access", tracing::Level::INFO) {
+        return;
+    }
+    match FORMAT.get() {
+        Some(LogFormat::Json) => line.emit_json(),
+        _ => tracing::info!(
+            target: "access",
+            request_id = line.request_id,
+            client_ip = %line.client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            method = line.method,
+            host = line.host,
+            path = line.path,
+            status = line.status,
+            bytes = line.bytes,
+            duration_ms = line.duration_us as f64 / 1000.0,
+            route = line.route,
+            upstream = %line.upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            attempts = line.attempts,
+            error = line.error,
+            "access"
+        ),
+    }
 }
