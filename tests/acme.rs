@@ -378,7 +378,7 @@ async fn failures_are_retried_with_backoff_while_the_old_certificate_serves() {
 async fn an_unreachable_ca_does_not_stop_anything_else() {
     let r = Replica::start("r1");
     let state = tempfile::tempdir().unwrap();
-    let dead_ca = format!("https://127.0.0.1:{}/dir", free_port());
+    let dead_ca = format!("https://127.0.0.1:{}/dir", dead_port());
     let cfg = format!(
         r#"
 [[listeners]]

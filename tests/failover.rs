@@ -193,7 +193,7 @@ async fn all_replicas_down_gives_a_fast_json_503_and_traffic_resumes() {
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_connection_is_a_json_502_and_post_fails_over_before_sending() {
     let live = Replica::start("live");
-    let dead = format!("127.0.0.1:{}", free_port());
+    let dead = format!("127.0.0.1:{}", dead_port());
     // Only a dead replica: 502, after trying it once.
     let config = format!(
         "[[listeners]]\naddress = \"{{listen}}\"\n[pools.dead]\nreplicas = [\"{dead}\"]\n[pools.mixed]\nreplicas = [\"{dead}\", \"{}\"]\n\

@@ -539,7 +539,7 @@ async fn alert_rules_pass_promtool_and_use_exported_metrics() {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_request_gets_exactly_one_access_log_line() {
     let a = Replica::start("a");
-    let dead = free_port();
+    let dead = dead_port();
     let cfg = format!(
         r#"
 [[listeners]]

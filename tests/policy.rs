@@ -118,7 +118,7 @@ pool = "down"
 {extra}
 "#,
         list = replica_list(replicas),
-        dead = free_port()
+        dead = dead_port()
     )
 }
 

@@ -36,6 +36,26 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A port where connections are refused, for as long as this test process lives: the
+/// socket is bound but never listens, so no other process (another test's gateway or
+/// replica, possibly the gateway under test itself) can take the port meanwhile. A
+/// port from `free_port` can be handed out again; once it was, a "dead" replica was
+/// the gateway's own listener and a request looped through it thousands of times.
+pub fn dead_port() -> u16 {
+    static RESERVED: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
+    static SOCKET: std::sync::OnceLock<std::sync::Mutex<tokio::net::TcpSocket>> =
+        std::sync::OnceLock::new();
+    RESERVED
+        .get_or_init(|| {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            let addr = socket.local_addr().unwrap();
+            let _ = SOCKET.set(std::sync::Mutex::new(socket));
+            addr
+        })
+        .port()
+}
+
 /// Polls `f` every 20 ms until it returns true or `timeout` passes.
 pub fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
