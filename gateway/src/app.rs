@@ -129,6 +129,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         pingora_proxy::http_proxy(&server.configuration, gateway),
         Arc::clone(&state),
         Arc::clone(&metrics),
+        Arc::clone(&lifecycle),
     );
     let mut proxy = pingora_core::services::listening::Service::new("gateway".to_owned(), edge);
     for l in &listeners {

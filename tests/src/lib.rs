@@ -385,6 +385,30 @@ pub fn assert_error_contract(
     v
 }
 
+/// A raw HTTP/1.1 error response (from `raw_request`) checked against the JSON error
+/// contract: its status, a body with a request id, and an `X-Request-ID` header that
+/// agrees. Returns the request id and the body.
+pub fn assert_raw_error(response: &str, expected: u16) -> (String, serde_json::Value) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {response:?}"));
+    let status: u16 = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {head}"));
+    let header_id = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("x-request-id")
+                .then(|| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no X-Request-ID: {head}"));
+    let v = assert_error_contract(status, expected, Some(&header_id), body);
+    (header_id, v)
+}
+
 /// Like `raw_request`, but from a chosen loopback source address (e.g. `127.0.0.2`),
 /// acting as a second host such as a trusted proxy in front of the gateway.
 pub async fn raw_request_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> String {

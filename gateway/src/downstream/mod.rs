@@ -6,8 +6,11 @@
 //! Pingora calls `process_new` once per connection (after the TLS handshake) and keeps
 //! HTTP/1 keep-alive and HTTP/2 inside it, so wrapping it sees each connection's whole
 //! life. The request path tells the stream when a head was parsed and when the request
-//! ended (`proxy/mod.rs`, through [`ClientStream::of`]).
+//! ended (`proxy/mod.rs`, through [`ClientStream::of`]). A head pingora refuses on its
+//! own gets the gateway's JSON 400 and access line instead of a bare 400 (`refuse.rs`).
 
+mod passthrough;
+mod refuse;
 mod slots;
 mod stream;
 
@@ -20,8 +23,10 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 
 use crate::metrics::Metrics;
+use crate::proxy::ctx::Lifecycle;
 use crate::proxy::Gateway;
 use crate::state::SharedState;
+pub use refuse::Refuser;
 pub use slots::ClientSlots;
 pub use stream::ClientStream;
 
@@ -30,12 +35,19 @@ pub struct EdgeApp {
     state: SharedState,
     slots: Arc<ClientSlots>,
     metrics: Arc<Metrics>,
+    refuser: Arc<Refuser>,
 }
 
 impl EdgeApp {
-    pub fn new(proxy: HttpProxy<Gateway>, state: SharedState, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        proxy: HttpProxy<Gateway>,
+        state: SharedState,
+        metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
+            refuser: Arc::new(Refuser::new(state.clone(), lifecycle, Arc::clone(&metrics))),
             state,
             slots: Arc::default(),
             metrics,
@@ -63,7 +75,14 @@ impl ServerApp for EdgeApp {
             return None;
         }
         let header_timeout = (!h2).then_some(limits.header_timeout);
-        let stream = ClientStream::new(stream, header_timeout, slot, &self.metrics.header_timeouts);
+        let refuser = (!h2).then(|| Arc::clone(&self.refuser));
+        let stream = ClientStream::new(
+            stream,
+            header_timeout,
+            slot,
+            &self.metrics.header_timeouts,
+            refuser,
+        );
         self.proxy.process_new(Box::new(stream), shutdown).await
     }
 

@@ -1,6 +1,7 @@
-//! The client connection's stream, wrapped: it enforces the request-head deadline and
-//! carries the connection's slot in the per-client count. Everything else is handed to
-//! the stream pingora accepted (TCP or TLS), so pingora sees the same connection.
+//! The client connection's stream, wrapped: it enforces the request-head deadline,
+//! carries the connection's slot in the per-client count, and swaps pingora's bare
+//! refusal of a head for ours (`refuse.rs`). Everything else is handed to the stream
+//! pingora accepted (TCP or TLS; `passthrough.rs`), so pingora sees the same connection.
 
 use std::any::Any;
 use std::future::Future;
@@ -11,18 +12,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use pingora_core::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora_core::protocols::raw_connect::ProxyDigest;
-use pingora_core::protocols::tls::SslDigest;
-use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
-    TimingDigest, UniqueID, UniqueIDType, ALPN,
-};
+use pingora_core::protocols::Stream;
 use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::refuse::{RefusedHead, Refuser};
 use super::slots::Slot;
 
 /// `head` states besides a deadline (milliseconds since `origin`, plus one).
@@ -37,18 +33,23 @@ struct HeadClock {
     /// WAITING (idle keep-alive: the next request has not started), RECEIVED (the head
     /// was parsed), or the deadline.
     state: AtomicU64,
+    /// When the current head's first byte came (milliseconds since `origin`).
+    started_ms: AtomicU64,
     timeouts: IntCounter,
 }
 
 impl HeadClock {
     fn deadline_from_now(&self) -> u64 {
-        (self.origin.elapsed() + self.timeout).as_millis() as u64 + 1
+        let now = self.origin.elapsed();
+        self.started_ms
+            .store(now.as_millis() as u64, Ordering::Relaxed);
+        (now + self.timeout).as_millis() as u64 + 1
     }
 }
 
 #[derive(Debug)]
 pub struct ClientStream {
-    inner: Stream,
+    pub(super) inner: Stream,
     head: Option<HeadClock>,
     /// Wakes a read that waits past the head deadline (allocated on first need).
     alarm: Option<Pin<Box<Sleep>>>,
@@ -58,14 +59,39 @@ pub struct ClientStream {
     /// vector), so the head's raw bytes are checked here as they arrive.
     scan: HeadScan,
     bare_lf: AtomicBool,
+    /// Our request phases took the current head (from `request_filter` to `logging`).
+    /// A `400` pingora writes while this is false is its own refusal of a head it could
+    /// not parse; `refuse.rs` answers in its place.
+    admitted: AtomicBool,
+    refuser: Option<Arc<Refuser>>,
+    /// Our answer replacing pingora's bare 400, and how much of it went out.
+    refusal: Option<(Vec<u8>, usize)>,
 }
 
+/// How much of a request line is kept for the access line of a refused head.
+const FIRST_LINE_CAP: usize = 96;
+
 /// The line-end state of a request head being read.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct HeadScan {
     line_len: usize,
     last_was_cr: bool,
     seen_line: bool,
+    /// The start of the current (or last) head's request line.
+    first: [u8; FIRST_LINE_CAP],
+    first_len: usize,
+}
+
+impl Default for HeadScan {
+    fn default() -> Self {
+        HeadScan {
+            line_len: 0,
+            last_was_cr: false,
+            seen_line: false,
+            first: [0; FIRST_LINE_CAP],
+            first_len: 0,
+        }
+    }
 }
 
 impl HeadScan {
@@ -78,7 +104,8 @@ impl HeadScan {
                     bare |= !self.last_was_cr;
                     self.last_was_cr = false;
                     if self.line_len == 0 && self.seen_line {
-                        *self = HeadScan::default();
+                        // The next head starts afresh; its first line overwrites this one.
+                        self.seen_line = false;
                         return (bare, Some(i + 1));
                     }
                     // Empty lines before the request line are skipped (RFC 9112 2.2).
@@ -88,11 +115,21 @@ impl HeadScan {
                 b'\r' => self.last_was_cr = true,
                 _ => {
                     self.last_was_cr = false;
+                    if !self.seen_line && self.line_len < FIRST_LINE_CAP {
+                        self.first[self.line_len] = b;
+                        self.first_len = self.line_len + 1;
+                    }
                     self.line_len += 1;
                 }
             }
         }
         (bare, None)
+    }
+}
+
+impl HeadScan {
+    fn request_line(&self) -> &[u8] {
+        &self.first[..self.first_len]
     }
 }
 
@@ -104,12 +141,14 @@ impl ClientStream {
         header_timeout: Option<Duration>,
         slot: Option<Slot>,
         timeouts: &IntCounter,
+        refuser: Option<Arc<Refuser>>,
     ) -> Self {
         let head = header_timeout.map(|timeout| {
             let clock = HeadClock {
                 timeout,
                 origin: Instant::now(),
                 state: AtomicU64::new(WAITING),
+                started_ms: AtomicU64::new(0),
                 timeouts: timeouts.clone(),
             };
             clock
@@ -124,6 +163,9 @@ impl ClientStream {
             slot,
             scan: HeadScan::default(),
             bare_lf: AtomicBool::new(false),
+            admitted: AtomicBool::new(false),
+            refuser,
+            refusal: None,
         }
     }
 
@@ -146,6 +188,7 @@ impl ClientStream {
     pub fn head_received(&self) {
         if let Some(h) = &self.head {
             h.state.store(RECEIVED, Ordering::Relaxed);
+            self.admitted.store(true, Ordering::Relaxed);
         }
     }
 
@@ -153,7 +196,65 @@ impl ClientStream {
     pub fn request_done(&self) {
         if let Some(h) = &self.head {
             h.state.store(WAITING, Ordering::Relaxed);
+            self.admitted.store(false, Ordering::Relaxed);
         }
+    }
+
+    /// Whether `first` (the start of a write) is pingora answering a head it refused
+    /// itself; if so, our answer is prepared to go out instead.
+    fn refusing(&mut self, first: &[u8]) -> bool {
+        if self.refusal.is_some() {
+            return true;
+        }
+        let (Some(h), Some(refuser)) = (&self.head, &self.refuser) else {
+            return false;
+        };
+        // Pingora's own answers before our phases run: 400 (a head it cannot take) and
+        // 405 (`CONNECT`).
+        let status = match first.get(..13) {
+            Some(b"HTTP/1.1 400 ") => 400,
+            Some(b"HTTP/1.1 405 ") => 405,
+            _ => return false,
+        };
+        if self.admitted.load(Ordering::Relaxed) {
+            return false;
+        }
+        // A head parsed from pingora's buffer without a read here (the clock is still
+        // WAITING) would be one pipelined behind the previous request: its line and start
+        // are unknown. (Pingora keeps HTTP/1 pipelining off unless a session enables it.)
+        let (request_line, elapsed) = match h.state.load(Ordering::Relaxed) {
+            WAITING => (&[][..], 0),
+            _ => {
+                let started = h.started_ms.load(Ordering::Relaxed);
+                let now = h.origin.elapsed().as_millis() as u64;
+                (self.scan.request_line(), now.saturating_sub(started))
+            }
+        };
+        let answer = refuser.answer(&RefusedHead {
+            status,
+            peer: peer_ip(&self.inner),
+            tls: self.inner.get_ssl_digest().is_some(),
+            request_line,
+            elapsed: Duration::from_millis(elapsed),
+        });
+        self.refusal = Some((answer, 0));
+        true
+    }
+
+    /// Sends what is left of our answer; pingora's own bytes are dropped meanwhile.
+    fn poll_refusal(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some((answer, sent)) = &mut self.refusal else {
+            return Poll::Ready(Ok(()));
+        };
+        while *sent < answer.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[*sent..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *sent += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
     }
 
     /// The deadline in effect, if any (`Err` once it has passed).
@@ -239,15 +340,27 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        if this.refusing(buf) {
+            return this.poll_refusal(cx).map_ok(|()| buf.len());
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        if this.refusal.is_some() {
+            std::task::ready!(this.poll_refusal(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+        let this = self.get_mut();
+        if this.refusal.is_some() {
+            std::task::ready!(this.poll_refusal(cx))?;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
     fn poll_write_vectored(
@@ -255,79 +368,20 @@ impl AsyncWrite for ClientStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        if this.refusing(first) {
+            let total = bufs.iter().map(|b| b.len()).sum();
+            return this.poll_refusal(cx).map_ok(|()| total);
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
-    }
-}
-
-#[async_trait]
-impl Shutdown for ClientStream {
-    async fn shutdown(&mut self) {
-        self.inner.shutdown().await
-    }
-}
-
-impl UniqueID for ClientStream {
-    fn id(&self) -> UniqueIDType {
-        self.inner.id()
-    }
-}
-
-impl Ssl for ClientStream {
-    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
-        self.inner.get_ssl()
-    }
-
-    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
-        self.inner.get_ssl_digest()
-    }
-
-    fn selected_alpn_proto(&self) -> Option<ALPN> {
-        self.inner.selected_alpn_proto()
-    }
-}
-
-impl GetTimingDigest for ClientStream {
-    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
-    }
-
-    fn get_read_pending_time(&self) -> Duration {
-        self.inner.get_read_pending_time()
-    }
-
-    fn get_write_pending_time(&self) -> Duration {
-        self.inner.get_write_pending_time()
-    }
-}
-
-impl GetProxyDigest for ClientStream {
-    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
-    }
-
-    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
-        self.inner.set_proxy_digest(digest)
-    }
-}
-
-impl GetSocketDigest for ClientStream {
-    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
-    }
-
-    fn set_socket_digest(&mut self, digest: SocketDigest) {
-        self.inner.set_socket_digest(digest)
-    }
-}
-
-#[async_trait]
-impl Peek for ClientStream {
-    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
     }
 }
 
@@ -349,7 +403,7 @@ const _: fn() = || {
 
 #[cfg(test)]
 mod tests {
-    use super::HeadScan;
+    use super::{HeadScan, FIRST_LINE_CAP};
 
     fn scan(parts: &[&[u8]]) -> (bool, Option<usize>) {
         let mut s = HeadScan::default();
@@ -378,5 +432,20 @@ mod tests {
         assert_eq!(scan(&[b"GET / HTTP/1.1\r\nHost: x\n\n"]), (true, Some(25)));
         // A leading empty line is not the end of a head; trickled bytes are not either.
         assert_eq!(scan(&[b"\r\n", b"GET / HTTP/1.1\r\n", b"H"]), (false, None));
+    }
+
+    #[test]
+    fn keeps_the_start_of_each_request_line() {
+        let mut s = HeadScan::default();
+        s.feed(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(s.request_line(), b"GET /first HTTP/1.1");
+        // The next head on the connection, trickled, replaces it.
+        s.feed(b"\r\nPO");
+        s.feed(b"ST /b HTTP/1.1\r\nX: y");
+        assert_eq!(s.request_line(), b"POST /b HTTP/1.1");
+        let long = format!("GET /{} HTTP/1.1", "a".repeat(200));
+        s.feed(b"\r\n\r\n");
+        s.feed(long.as_bytes());
+        assert_eq!(s.request_line(), &long.as_bytes()[..FIRST_LINE_CAP]);
     }
 }

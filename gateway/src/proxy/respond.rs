@@ -28,6 +28,7 @@ pub enum GatewayError {
     BadGateway,
     GatewayTimeout,
     BadRequest,
+    MethodNotAllowed,
     RequestTimeout,
     Internal,
 }
@@ -84,6 +85,7 @@ impl GatewayError {
                 "the upstream service did not answer in time",
             ),
             BadRequest => (400, "bad_request", "the request could not be understood"),
+            MethodNotAllowed => (405, "method_not_allowed", "this method is not supported"),
             RequestTimeout => (
                 408,
                 "request_timeout",
@@ -215,6 +217,20 @@ pub fn error_body(err: GatewayError, request_id: &str) -> Bytes {
     Bytes::from(body.to_string())
 }
 
+/// The head of a gateway-made error response whose body is `error_body`.
+fn error_header(
+    ctx: &Ctx,
+    err: GatewayError,
+    body_len: usize,
+) -> pingora_core::Result<ResponseHeader> {
+    let mut resp = ResponseHeader::build(err.status(), Some(12))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
+    finish_headers(&mut resp, ctx)?;
+    Ok(resp)
+}
+
 /// Writes `err` as the whole response.
 pub async fn send_error(
     session: &mut Session,
@@ -222,11 +238,7 @@ pub async fn send_error(
     err: GatewayError,
 ) -> pingora_core::Result<()> {
     let body = error_body(err, &ctx.request_id);
-    let mut resp = ResponseHeader::build(err.status(), Some(12))?;
-    resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    finish_headers(&mut resp, ctx)?;
+    let resp = error_header(ctx, err, body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
@@ -235,6 +247,35 @@ pub async fn send_error(
         session.write_response_body(Some(body), true).await?;
     }
     Ok(())
+}
+
+/// `err` as the bytes of a whole HTTP/1.1 response that closes the connection, with
+/// the body's length: for where no pingora session is left to write it
+/// (`downstream::refuse`).
+pub fn error_response_bytes(ctx: &Ctx, err: GatewayError) -> (Vec<u8>, usize) {
+    let body = error_body(err, &ctx.request_id);
+    let status = http::StatusCode::from_u16(err.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    match error_header(ctx, err, body.len()) {
+        Ok(mut resp) => {
+            // Insert cannot fail for a static name and value; the fallback below covers it.
+            let _ = resp.insert_header(http::header::CONNECTION, "close");
+            resp.header_to_h1_wire(&mut out);
+        }
+        Err(_) => {
+            out.extend_from_slice(b"Connection: close\r\nContent-Length: ");
+            out.extend_from_slice(body.len().to_string().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    (out, body.len())
 }
 
 #[cfg(test)]
@@ -277,6 +318,39 @@ mod tests {
             GatewayError::classify(&down(ErrorType::InvalidHTTPHeader)),
             Some(GatewayError::BadRequest)
         );
+    }
+
+    #[tokio::test]
+    async fn error_bytes_are_a_whole_closing_response() {
+        let snapshot = std::sync::Arc::new(
+            crate::state::Snapshot::build(
+                crate::config::load_str(
+                    std::path::Path::new("t.toml"),
+                    "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[pools.p]\nreplicas = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"p\"\n",
+                    &|_| None,
+                )
+                .unwrap(),
+                None,
+            )
+            .await
+            .unwrap(),
+        );
+        let mut ctx = Ctx::new(snapshot, &std::sync::Arc::default());
+        ctx.request_id = "rid-1".into();
+        let (bytes, body_len) = error_response_bytes(&ctx, GatewayError::BadRequest);
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+        assert!(head.contains("\r\nConnection: close"), "{head}");
+        assert!(head.contains("\r\nX-Request-ID: rid-1"), "{head}");
+        assert!(
+            head.contains(&format!("\r\nContent-Length: {body_len}")),
+            "{head}"
+        );
+        assert_eq!(body.len(), body_len);
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["code"], "bad_request");
+        assert_eq!(v["error"]["request_id"], "rid-1");
     }
 
     #[test]
