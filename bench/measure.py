@@ -15,6 +15,7 @@ PORTS = {  # target: (http, https)
     "haproxy": (9401, 9402),
     "caddy": (9501, 9502),
 }
+RATE = 5000  # requests per second offered in the fixed-rate scenario
 HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -326,9 +327,9 @@ def parse_duration_ms(s):
     return v / 1000 if unit == "us" else v if unit == "ms" else v * 1000
 
 
-def run_wrk(url, duration, conns):
-    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency", url],
-                         capture_output=True, text=True).stdout
+def run_wrk(url, duration, conns, extra=()):
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--latency",
+                          *extra, url], capture_output=True, text=True).stdout
     res = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
     for pct in ("50", "99"):
         m = re.search(rf"\s{pct}%\s+([\d.]+\w+)", out)
@@ -341,6 +342,15 @@ def run_wrk(url, duration, conns):
     errors += sum(int(x) for x in m.groups()) if m else 0
     res["errors"] = errors
     return res
+
+
+def run_wrk_rate(url, duration, conns, rate):
+    """A fixed offered load: each connection waits 1/(rate/conns) s between requests
+    (wrk's Lua `delay`), so every target gets the same request rate and p99 and CPU
+    are compared at equal work, not at saturation."""
+    script = Path(f"/tmp/wrk-rate-{rate}-{conns}.lua")
+    script.write_text(f"function delay() return {max(1, round(1000 * conns / rate))} end\n")
+    return run_wrk(url, duration, conns, ["-s", str(script)])
 
 
 def run_h2load(url, duration):
@@ -362,10 +372,18 @@ def measure(run, target, proc, scenario, duration, conns):
         res = run_wrk(f"http://127.0.0.1:{http}/", duration, conns)
     elif scenario == "https":
         res = run_wrk(f"https://localhost:{https}/", duration, conns)
+    elif scenario == "https-new":
+        # A new TCP connection and a full TLS handshake per request: wrk sends
+        # "Connection: close" and does not resume sessions (no session cache or tickets
+        # on its side).
+        res = run_wrk(f"https://localhost:{https}/", duration, conns, ["-H", "Connection: close"])
+    elif scenario == "rate":
+        res = run_wrk_rate(f"http://127.0.0.1:{http}/", duration, conns, RATE)
     elif scenario == "h2":
         res = run_h2load(f"https://localhost:{https}/", duration)
     used = (cpu_ticks(pids) - before) / TICK
     res["cpu_us_per_req"] = used * 1e6 / res["requests"] if res["requests"] and proc else None
+    res["cpu_pct"] = 100 * used / duration if proc else None
     res["rss_peak_mib"] = mem_kib(pids, "VmHWM") / 1024 if proc else None
     return res
 
@@ -408,7 +426,8 @@ def main():
     setup(a.run)
     up = spawn(a.run, "upstream", ["nginx", "-c", str(Path(a.run) / "upstream.conf"), "-p", a.run], 0)
     assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
-    plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy") for s in ("http", "https", "h2")]
+    plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy")
+            for s in ("http", "https", "https-new", "h2", "rate")]
     plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
     rounds = []
     for r in range(a.rounds):
@@ -452,16 +471,19 @@ def report(rounds, memory, a):
                     f"{fmt(ratio, '{:.2f}x')} | {fmt(median([v['p50_ms'] for v in vals]), '{:.2f}')} | "
                     f"{fmt(median([v['p99_ms'] for v in vals]), '{:.2f}')} | "
                     f"{fmt(median([v['cpu_us_per_req'] for v in vals]), '{:.1f}')} | {fmt(cpu_ratio, '{:.2f}x')} | "
+                    f"{fmt(median([v.get('cpu_pct') for v in vals]), '{:.0f}')} | "
                     f"{fmt(max((v['rss_peak_mib'] or 0) for v in vals), '{:.1f}')} | {sum(v['errors'] for v in vals)} |")
     mem = "\n".join(f"| {t} | {m['idle_mib']:.1f} | {m['conns_10k_mib']:.1f} | {m['connections']} |" for t, m in memory.items())
     text = f"""# Benchmark results
 
-{a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2);
+{a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
+`rate`: {RATE} req/s offered over the same connections; `https-new`: a new connection
+and full TLS handshake per request);
 medians over rounds; ratios against nginx within the same round. Proxy alone on core 1,
 upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
 
-| scenario | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/req | CPU vs nginx | peak RSS MiB | errors |
-|---|---|---|---|---|---|---|---|---|---|
+| scenario | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/req | CPU vs nginx | CPU % of a core | peak RSS MiB | errors |
+|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 | target | RSS idle MiB | RSS with idle connections MiB | connections held |
