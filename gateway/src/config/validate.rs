@@ -149,7 +149,7 @@ impl Validator<'_> {
         let log = self.log(file.log);
         let listeners = self.listeners(&file.listeners);
         let pool_names: Vec<String> = file.pools.keys().cloned().collect();
-        let pools = self.pools(file.pools);
+        let pools = self.pools(file.pools, &listeners);
         let headers = self.header_policy(file.headers);
         let limits = self.limits(&file.limits);
         let admin = self.admin(file.admin, &listeners);
@@ -274,7 +274,11 @@ impl Validator<'_> {
         out
     }
 
-    fn pools(&mut self, pools: BTreeMap<String, schema::PoolSection>) -> Vec<Pool> {
+    fn pools(
+        &mut self,
+        pools: BTreeMap<String, schema::PoolSection>,
+        listeners: &[Listener],
+    ) -> Vec<Pool> {
         let mut out = Vec::new();
         for (name, p) in pools {
             let base = [key("pools"), key(&name)];
@@ -299,6 +303,11 @@ impl Validator<'_> {
                     self.err(&rp, m);
                 } else if !seen.insert(r.as_str()) {
                     self.err(&rp, format!("replica {r:?} is listed twice"));
+                } else if let Some(l) = own_listener(r, listeners) {
+                    self.err(
+                        &rp,
+                        format!("replica {r:?} is this gateway's own listener {l}: every request would loop back into the gateway"),
+                    );
                 }
             }
             let connect_timeout = self.positive(
@@ -460,6 +469,23 @@ fn valid_name(s: &str) -> bool {
 }
 
 /// `host:port`, with a DNS name, IPv4, or `[IPv6]` host and a non-zero port.
+/// The listener a replica address names, when it is one of ours (a literal address or
+/// `localhost`; names that resolve elsewhere cannot be told apart here).
+fn own_listener(r: &str, listeners: &[Listener]) -> Option<std::net::SocketAddr> {
+    let (host, port) = r.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = match host {
+        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+        h => h.parse().ok()?,
+    };
+    listeners.iter().map(|l| l.address).find(|l| {
+        l.port() == port
+            && (l.ip() == ip
+                || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
+    })
+}
+
 fn check_replica(r: &str) -> Result<(), String> {
     let bad =
         || format!("replica {r:?} must be \"host:port\" (e.g. \"api:8000\" or \"127.0.0.1:8001\")");
@@ -606,6 +632,17 @@ pool = "api"
         assert!(
             errs[0]
                 .starts_with("t.toml:12:8: routes[0].host: environment variable NOPE is not set"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn a_replica_on_our_own_listener_is_refused() {
+        let src = "[[listeners]]\naddress = \"0.0.0.0:8080\"\n[pools.p]\nreplicas = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\n[[routes]]\npool = \"p\"\n";
+        let errs = check(src).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].contains("pools.p.replicas[0]: replica \"127.0.0.1:8080\" is this gateway's own listener 0.0.0.0:8080"),
             "{errs:?}"
         );
     }
