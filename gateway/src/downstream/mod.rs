@@ -3,12 +3,13 @@
 //! client that trickles a header byte every few seconds (slowloris) would hold its
 //! connection for as long as it likes; here the whole head has a deadline.
 //!
-//! Pingora calls `process_new` once per connection (after the TLS handshake) and keeps
-//! HTTP/1 keep-alive and HTTP/2 inside it, so wrapping it sees each connection's whole
-//! life. The request path tells the stream when a head was parsed and when the request
+//! Pingora calls `process_new` once per connection (after the TLS handshake); HTTP/2
+//! stays inside pingora's own loop, HTTP/1 runs ours (`http1.rs`), so wrapping it sees
+//! each connection's whole life. The request path tells the stream when a head was parsed and when the request
 //! ended (`proxy/mod.rs`, through [`ClientStream::of`]). A head pingora refuses on its
 //! own gets the gateway's JSON 400 and access line instead of a bare 400 (`refuse.rs`).
 
+mod http1;
 mod passthrough;
 mod refuse;
 mod slots;
@@ -74,16 +75,25 @@ impl ServerApp for EdgeApp {
             self.metrics.connections_over_cap.inc();
             return None;
         }
-        let header_timeout = (!h2).then_some(limits.header_timeout);
-        let refuser = (!h2).then(|| Arc::clone(&self.refuser));
+        if h2 {
+            let stream = ClientStream::new(stream, None, slot, &self.metrics.header_timeouts, None);
+            return self.proxy.process_new(Box::new(stream), shutdown).await;
+        }
         let stream = ClientStream::new(
             stream,
-            header_timeout,
+            Some(limits.header_timeout),
             slot,
             &self.metrics.header_timeouts,
-            refuser,
+            Some(Arc::clone(&self.refuser)),
         );
-        self.proxy.process_new(Box::new(stream), shutdown).await
+        http1::serve(
+            &self.proxy,
+            Box::new(stream),
+            limits.keepalive_timeout,
+            shutdown,
+        )
+        .await;
+        None
     }
 
     async fn cleanup(&self) {
