@@ -1,6 +1,7 @@
 //! Slow and greedy clients: a request head trickled or never sent is cut off at
 //! `header_timeout` (from the connection's start, or a keep-alive request's first
-//! byte), a stalled body gets 408 after `body_timeout`, the per-client connection cap
+//! byte), an idle keep-alive connection is closed at `keepalive_timeout`, a stalled
+//! body gets 408 after `body_timeout`, the per-client connection cap
 //! answers 429, and slowhttptest's slowloris and slow-body attacks (bounded runs) do
 //! not stop another client being served.
 #![allow(clippy::unwrap_used)]
@@ -175,6 +176,55 @@ async fn a_trickled_or_missing_head_is_cut_off_at_the_header_timeout() {
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     let s = scrape(&gw).await;
     assert!(sample(&s, "gateway_client_header_timeouts_total", &[]) >= 2.0);
+}
+
+/// `keepalive_timeout`: an idle keep-alive connection is closed after it, one that
+/// comes back sooner is served; `"0s"` answers with `Connection: close` and closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_keep_alive_connections_are_closed_after_the_keepalive_timeout() {
+    let r = Replica::start("r1");
+    let gw = Gateway::start(&simple_config(
+        &[&r],
+        "",
+        "[limits]\nkeepalive_timeout = \"2s\"\n",
+    ));
+    let req = b"GET /api/whoami HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut s = TcpStream::connect(gw.addr).unwrap();
+    s.write_all(req).unwrap();
+    let first = read_response(&mut s);
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    assert!(
+        !first.to_ascii_lowercase().contains("connection: close"),
+        "{first}"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    s.write_all(req).unwrap();
+    assert!(
+        read_response(&mut s).starts_with("HTTP/1.1 200"),
+        "back within the timeout"
+    );
+    let (got, closed_after) = read_until_closed(&mut s, Duration::from_secs(10));
+    assert_eq!(got, "");
+    let closed_after = closed_after.expect("the idle connection is closed");
+    assert!(
+        closed_after >= Duration::from_millis(1500) && closed_after < Duration::from_secs(5),
+        "idle keep-alive connection closed after {closed_after:?}, expected about 2 s"
+    );
+
+    let off = Gateway::start(&simple_config(
+        &[&r],
+        "",
+        "[limits]\nkeepalive_timeout = \"0s\"\n",
+    ));
+    let mut s = TcpStream::connect(off.addr).unwrap();
+    s.write_all(req).unwrap();
+    let (got, closed_after) = read_until_closed(&mut s, Duration::from_secs(5));
+    assert!(got.starts_with("HTTP/1.1 200"), "{got}");
+    assert!(
+        got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    assert!(closed_after.is_some(), "closed after the response");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -76,6 +76,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Longest wait for the next piece of a request body.
     pub body_timeout: Duration,
+    /// How long an idle keep-alive connection is kept; zero turns keep-alive off.
+    pub keepalive_timeout: Duration,
     /// Concurrent connections one client address (IPv6: its /64) may hold; 0 = no cap.
     pub max_connections_per_client: u32,
 }

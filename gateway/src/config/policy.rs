@@ -19,6 +19,8 @@ pub mod defaults {
     pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
     /// nginx's `client_body_timeout` default (and pingora's own read timeout).
     pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+    /// What pingora sets on every HTTP/1 connection (nginx: 75 s, Caddy: 5 min).
+    pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
     pub const IPV6_PREFIX: u8 = 64;
     pub const MAX_KEYS: usize = 100_000;
     pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
@@ -216,6 +218,10 @@ impl Validator<'_> {
                 l.body_timeout,
                 defaults::BODY_TIMEOUT,
             ),
+            // Zero is allowed here: it turns keep-alive off, as in nginx.
+            keepalive_timeout: l
+                .keepalive_timeout
+                .map_or(defaults::KEEPALIVE_TIMEOUT, |d| d.0),
             max_connections_per_client: l.max_connections_per_client.unwrap_or(0),
         }
     }

@@ -93,6 +93,7 @@ pub struct LimitsSection {
     pub max_header_size: Option<Size>,
     pub header_timeout: Option<Dur>,
     pub body_timeout: Option<Dur>,
+    pub keepalive_timeout: Option<Dur>,
     pub max_connections_per_client: Option<u32>,
 }
 

@@ -90,7 +90,13 @@ impl ProxyHttp for Gateway {
             }
             None => (false, false),
         };
-        session.set_read_timeout(Some(ctx.snapshot.config.limits.body_timeout));
+        let limits = &ctx.snapshot.config.limits;
+        session.set_read_timeout(Some(limits.body_timeout));
+        if limits.keepalive_timeout.is_zero() {
+            // Pingora sets keep-alive from the request itself once the head is read, so
+            // "off" is applied here (the response then says `Connection: close`).
+            session.set_keepalive(None);
+        }
         let req = session.req_header();
         ctx.request_id = request_id::choose(req.headers.get(&X_REQUEST_ID).map(|v| v.as_bytes()));
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
