@@ -5,10 +5,10 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-
-use crate::headers::ip_text;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::headers::ip_text;
 
 /// What one access line says about one request.
 #[derive(Debug)]

@@ -2,10 +2,10 @@
 //! malformed head, or framing it rejects (differing `Content-Length`s, a
 //! `Transfer-Encoding` that does not end in `chunked`, a header name with a space...).
 //! Pingora answers them with a bare `400` and nothing else (and `CONNECT` with a bare
-//! `405`). The connection wrapper
-//! (`stream.rs`) sees that answer go out and puts this one in its place: the gateway's
-//! JSON error with a request id, the same headers as every other gateway-made error,
-//! one access-log line and the request metrics. Nothing changes about what is refused.
+//! `405`). The connection wrapper (`stream.rs`) sees that answer go out and puts this
+//! one in its place: the gateway's JSON error with a request id, the same headers as
+//! every other gateway-made error, one access-log line and the request metrics.
+//! Nothing changes about what is refused.
 
 use std::net::IpAddr;
 use std::sync::Arc;

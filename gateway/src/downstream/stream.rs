@@ -99,6 +99,11 @@ impl Default for HeadScan {
 }
 
 impl HeadScan {
+    /// The start of the request line of the head being read (or the last one).
+    fn request_line(&self) -> &[u8] {
+        &self.first[..self.first_len]
+    }
+
     /// Scans `bytes`; returns (bare LF seen, offset just past the head's end if it ends).
     fn feed(&mut self, bytes: &[u8]) -> (bool, Option<usize>) {
         let mut bare = false;
@@ -128,12 +133,6 @@ impl HeadScan {
             }
         }
         (bare, None)
-    }
-}
-
-impl HeadScan {
-    fn request_line(&self) -> &[u8] {
-        &self.first[..self.first_len]
     }
 }
 
