@@ -9,6 +9,8 @@ import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time
 from pathlib import Path
 
 UPSTREAMS = [9101, 9102, 9103]
+# upstream-api replicas (the app our users run) for the `api` scenario
+API_UPSTREAMS = [9111, 9112, 9113]
 PORTS = {  # target: (http, https)
     "gateway": (9201, 9202),
     "nginx": (9301, 9302),
@@ -135,10 +137,10 @@ http {{
 """)
 
 
-def gateway_config(run, policy):
+def gateway_config(run, policy, ups=UPSTREAMS):
     run = Path(run)
     http, https = PORTS["gateway"]
-    replicas = ", ".join(f'"127.0.0.1:{p}"' for p in UPSTREAMS)
+    replicas = ", ".join(f'"127.0.0.1:{p}"' for p in ups)
     sets = ", ".join(f'"{k}" = "{v}"' for k, v in HEADERS.items())
     limit = 'rate_limits = ["never"]' if policy else ""
     return f"""
@@ -177,10 +179,10 @@ pool = "up"
 """
 
 
-def nginx_config(run, policy):
+def nginx_config(run, policy, ups=UPSTREAMS):
     run = Path(run)
     http, https = PORTS["nginx"]
-    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in UPSTREAMS)
+    ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ups)
     adds = "\n".join(f"      add_header {k} {v} always;" for k, v in HEADERS.items())
     log = (f"""log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id","client_ip":"$remote_addr","method":"$request_method","host":"$host","path":"$uri","status":$status,"bytes":$body_bytes_sent,"duration_ms":$request_time,"upstream":"$upstream_addr"}}';
   access_log {run}/nginx-access.log json;""" if policy else "access_log off;")
@@ -222,10 +224,10 @@ http {{
 """
 
 
-def haproxy_config(run):
+def haproxy_config(run, ups=UPSTREAMS):
     run = Path(run)
     http, https = PORTS["haproxy"]
-    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(UPSTREAMS))
+    servers = "\n".join(f"  server s{i} 127.0.0.1:{p}" for i, p in enumerate(ups))
     sets = "\n".join(f"  http-response set-header {k} {v}" for k, v in HEADERS.items())
     return f"""
 global
@@ -258,10 +260,10 @@ backend be
 """
 
 
-def caddy_config(run):
+def caddy_config(run, ups=UPSTREAMS):
     run = Path(run)
     http, https = PORTS["caddy"]
-    ups = " ".join(f"127.0.0.1:{p}" for p in UPSTREAMS)
+    ups = " ".join(f"127.0.0.1:{p}" for p in ups)
     hdrs = "\n".join(f"    {k} {v}" for k, v in HEADERS.items())
     block = f"""  reverse_proxy {ups} {{
     lb_policy round_robin
@@ -292,25 +294,25 @@ https://localhost:{https} {{
 """
 
 
-def start_target(run, target, policy):
+def start_target(run, target, policy, ups=UPSTREAMS):
     run = Path(run)
     http, _ = PORTS[target]
     if target == "gateway":
         cfg = run / f"gateway-{'policy' if policy else 'plain'}.toml"
-        cfg.write_text(gateway_config(run, policy))
+        cfg.write_text(gateway_config(run, policy, ups))
         p = spawn(run, "gateway", ["gateway", "run", "--config", str(cfg)], 1,
                   log=run / ("gateway-access.log" if policy else "gateway.log"))
     elif target == "nginx":
         cfg = run / f"nginx-{'policy' if policy else 'plain'}.conf"
-        cfg.write_text(nginx_config(run, policy))
+        cfg.write_text(nginx_config(run, policy, ups))
         p = spawn(run, "nginx", ["nginx", "-c", str(cfg), "-p", str(run)], 1)
     elif target == "haproxy":
         cfg = run / "haproxy.cfg"
-        cfg.write_text(haproxy_config(run))
+        cfg.write_text(haproxy_config(run, ups))
         p = spawn(run, "haproxy", ["haproxy", "-f", str(cfg), "-db"], 1)
     elif target == "caddy":
         cfg = run / "Caddyfile"
-        cfg.write_text(caddy_config(run))
+        cfg.write_text(caddy_config(run, ups))
         home = run / "caddy-home"
         home.mkdir(exist_ok=True)
         p = spawn(run, "caddy", ["caddy", "run", "--config", str(cfg), "--adapter", "caddyfile"], 1,
@@ -377,6 +379,8 @@ def measure(run, target, proc, scenario, duration, conns):
         # "Connection: close" and does not resume sessions (no session cache or tickets
         # on its side).
         res = run_wrk(f"https://localhost:{https}/", duration, conns, ["-H", "Connection: close"])
+    elif scenario == "api":
+        res = run_wrk(f"http://127.0.0.1:{http}/api/whoami", duration, conns)
     elif scenario == "rate":
         res = run_wrk_rate(f"http://127.0.0.1:{http}/", duration, conns, RATE)
     elif scenario == "h2":
@@ -419,6 +423,7 @@ def main():
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--out", default="bench/results")
+    ap.add_argument("--only", default="", help="comma-separated scenarios; results go to only-<names>.md")
     a = ap.parse_args()
     if a.stop_all:
         stop_all(a.run)
@@ -426,15 +431,22 @@ def main():
     setup(a.run)
     up = spawn(a.run, "upstream", ["nginx", "-c", str(Path(a.run) / "upstream.conf"), "-p", a.run], 0)
     assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
+    apis = [spawn(a.run, f"api{i}", ["upstream-api", "--listen", f"127.0.0.1:{p}", "--replica-id", f"r{i}"], 0)
+            for i, p in enumerate(API_UPSTREAMS)]
+    assert all(wait_port(p) for p in API_UPSTREAMS), "upstream-api did not start"
     plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy")
             for s in ("http", "https", "https-new", "h2", "rate")]
+    plan += [(t, "api") for t in ("gateway", "nginx", "haproxy", "caddy")]
     plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
+    if a.only:
+        plan = [(t, sc) for t, sc in plan if sc in a.only.split(",")]
     rounds = []
     for r in range(a.rounds):
         results = {}
         order = plan if r % 2 == 0 else list(reversed(plan))  # alternate to spread drift
         for target, scenario in order:
-            proc = None if target == "direct" else start_target(a.run, target, scenario == "policy")
+            ups = API_UPSTREAMS if scenario == "api" else UPSTREAMS
+            proc = None if target == "direct" else start_target(a.run, target, scenario == "policy", ups)
             measure(a.run, target, proc, scenario, 2, a.conns)  # warm-up
             res = measure(a.run, target, proc, scenario, a.duration, a.conns)
             results[f"{target}/{scenario}"] = res
@@ -443,8 +455,10 @@ def main():
             if proc:
                 stop(proc)
         rounds.append(results)
-    memory = {t: idle_rss(a.run, t) for t in ("gateway", "nginx", "haproxy", "caddy")}
+    memory = {} if a.only else {t: idle_rss(a.run, t) for t in ("gateway", "nginx", "haproxy", "caddy")}
     stop(up)
+    for p in apis:
+        stop(p)
     report(rounds, memory, a)
 
 
@@ -456,7 +470,8 @@ def median(xs):
 def report(rounds, memory, a):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "latest.json").write_text(json.dumps({"rounds": rounds, "memory": memory}, indent=1))
+    name = f"only-{a.only.replace(',', '-')}" if a.only else "latest"
+    (out / f"{name}.json").write_text(json.dumps({"rounds": rounds, "memory": memory}, indent=1))
     keys = list(rounds[0].keys())
     rows = []
     for k in sorted(keys, key=lambda k: (k.split("/")[1], k)):
@@ -474,11 +489,13 @@ def report(rounds, memory, a):
                     f"{fmt(median([v.get('cpu_pct') for v in vals]), '{:.0f}')} | "
                     f"{fmt(max((v['rss_peak_mib'] or 0) for v in vals), '{:.1f}')} | {sum(v['errors'] for v in vals)} |")
     mem = "\n".join(f"| {t} | {m['idle_mib']:.1f} | {m['conns_10k_mib']:.1f} | {m['connections']} |" for t, m in memory.items())
+    mem_table = ("| target | RSS idle MiB | RSS with idle connections MiB | connections held |\n"
+                 f"|---|---|---|---|\n{mem}\n") if memory else ""
     text = f"""# Benchmark results
 
 {a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
 `rate`: {RATE} req/s offered over the same connections; `https-new`: a new connection
-and full TLS handshake per request);
+and full TLS handshake per request; `api`: three upstream-api replicas, `GET /api/whoami`);
 medians over rounds; ratios against nginx within the same round. Proxy alone on core 1,
 upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
 
@@ -486,11 +503,8 @@ upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
 |---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
-| target | RSS idle MiB | RSS with idle connections MiB | connections held |
-|---|---|---|---|
-{mem}
-"""
-    (out / "latest.md").write_text(text)
+{mem_table}"""
+    (out / f"{name}.md").write_text(text)
     print(text)
 
 

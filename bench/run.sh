@@ -5,6 +5,7 @@
 #
 #   bench/run.sh                  # 3 rounds, 10 s per measurement
 #   ROUNDS=5 DURATION=20 bench/run.sh
+#   ONLY=api bench/run.sh         # some scenarios only (results: bench/results/only-api.md)
 #
 # Layout on the 2 cores: the proxy under test alone on core 1 (one worker / thread);
 # the three upstream replicas (one nginx, worker_processes 1, three ports) and the load
@@ -24,9 +25,9 @@ for svc in nginx caddy haproxy; do
 done
 
 echo "== release build (lto = fat, codegen-units = 1, mimalloc)"
-cargo build --release -p gateway 2>&1 | tail -1
+cargo build --release -p gateway -p upstream-api 2>&1 | tail -1
 export PATH="$PWD/target/release:$PATH"
 
 
 python3 bench/measure.py --run "$RUN" --rounds "$ROUNDS" --duration "$DURATION" --conns "$CONNS" \
-  --out bench/results
+  --out bench/results --only "${ONLY:-}"
