@@ -137,6 +137,14 @@ http {{
 """)
 
 
+def spawn_apis(run, ports):
+    """Three upstream-api replicas on `ports`, on core 0 with the load generator."""
+    apis = [spawn(run, f"api{i}", ["upstream-api", "--listen", f"127.0.0.1:{p}", "--replica-id", f"r{i}"], 0)
+            for i, p in enumerate(ports)]
+    assert all(wait_port(p) for p in ports), "upstream-api did not start"
+    return apis
+
+
 def gateway_config(run, policy, ups=UPSTREAMS):
     run = Path(run)
     http, https = PORTS["gateway"]
@@ -431,9 +439,7 @@ def main():
     setup(a.run)
     up = spawn(a.run, "upstream", ["nginx", "-c", str(Path(a.run) / "upstream.conf"), "-p", a.run], 0)
     assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
-    apis = [spawn(a.run, f"api{i}", ["upstream-api", "--listen", f"127.0.0.1:{p}", "--replica-id", f"r{i}"], 0)
-            for i, p in enumerate(API_UPSTREAMS)]
-    assert all(wait_port(p) for p in API_UPSTREAMS), "upstream-api did not start"
+    apis = spawn_apis(a.run, API_UPSTREAMS)
     plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy")
             for s in ("http", "https", "https-new", "h2", "rate")]
     plan += [(t, "api") for t in ("gateway", "nginx", "haproxy", "caddy")]

@@ -60,10 +60,7 @@ def main():
         measure.setup(run)
         # upstream-api replicas: they read request bodies (a fixed-answer nginx would
         # answer before the slow body arrives and end the test early).
-        ups = [measure.spawn(run, f"api{i}", ["upstream-api", "--listen", f"127.0.0.1:{p}",
-                                               "--replica-id", f"r{i}"], 0)
-               for i, p in enumerate(measure.UPSTREAMS)]
-        assert all(measure.wait_port(p) for p in measure.UPSTREAMS), "upstream-api did not start"
+        ups = measure.spawn_apis(run, measure.UPSTREAMS)
         lines = []
         for target in ("gateway", "nginx", "caddy"):
             for name, args in ATTACKS.items():

@@ -225,6 +225,17 @@ impl Metrics {
         })
     }
 
+    /// One finished request: `gateway_requests_total` and its duration, both places a
+    /// request ends (the proxy's `logging`, and a head pingora refused itself).
+    pub fn request_done(&self, route: &str, method: &str, status: &str, took: std::time::Duration) {
+        self.requests
+            .with_label_values(&[route, method, status])
+            .inc();
+        self.request_duration
+            .with_label_values(&[route])
+            .observe(took.as_secs_f64());
+    }
+
     /// `gateway_upstream_requests_total{pool, replica, outcome="ok"}` for one replica.
     pub fn upstream_ok(&self, pool: &str, replica: std::net::SocketAddr) -> prometheus::IntCounter {
         // A replica is almost always in one pool: a direct lookup, then a tiny scan.

@@ -42,17 +42,15 @@ pub fn free_port() -> u16 {
 /// port from `free_port` can be handed out again; once it was, a "dead" replica was
 /// the gateway's own listener and a request looped through it thousands of times.
 pub fn dead_port() -> u16 {
-    static RESERVED: std::sync::OnceLock<std::net::SocketAddr> = std::sync::OnceLock::new();
-    static SOCKET: std::sync::OnceLock<std::sync::Mutex<tokio::net::TcpSocket>> =
-        std::sync::OnceLock::new();
-    RESERVED
+    static SOCKET: std::sync::OnceLock<tokio::net::TcpSocket> = std::sync::OnceLock::new();
+    SOCKET
         .get_or_init(|| {
             let socket = tokio::net::TcpSocket::new_v4().unwrap();
             socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-            let addr = socket.local_addr().unwrap();
-            let _ = SOCKET.set(std::sync::Mutex::new(socket));
-            addr
+            socket
         })
+        .local_addr()
+        .unwrap()
         .port()
 }
 

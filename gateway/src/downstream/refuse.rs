@@ -91,13 +91,7 @@ impl Refuser {
         let method_label = http::Method::from_bytes(method.as_bytes())
             .map_or("OTHER", |m| crate::metrics::method_label(&m));
         self.metrics
-            .requests
-            .with_label_values(&["-", method_label, &err.status().to_string()])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&["-"])
-            .observe(head.elapsed.as_secs_f64());
+            .request_done("-", method_label, &err.status().to_string(), head.elapsed);
         bytes
     }
 }

@@ -352,13 +352,7 @@ impl ProxyHttp for Gateway {
         let status = status_code.as_ref().map_or("0", |s| s.as_str());
         let method = crate::metrics::method_label(&session.req_header().method);
         self.metrics
-            .requests
-            .with_label_values(&[route, method, status])
-            .inc();
-        self.metrics
-            .request_duration
-            .with_label_values(&[route])
-            .observe(ctx.started.elapsed().as_secs_f64());
+            .request_done(route, method, status, ctx.started.elapsed());
         if let Some(limit) = &ctx.rate_limited_by {
             self.metrics
                 .ratelimit_rejected
