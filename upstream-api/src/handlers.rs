@@ -91,8 +91,17 @@ pub async fn slow(State(state): State<AppState>, Query(q): Query<SlowQuery>) -> 
 }
 
 /// Counts the request body's bytes (for body-forwarding and size-limit checks).
+/// The body's length and FNV-1a digest: enough for a client (or a test) to tell that
+/// the bytes arrived whole, in order, once.
 pub async fn echo(State(state): State<AppState>, body: Bytes) -> Json<Value> {
-    Json(json!({ "bytes": body.len(), "replica": state.replica_id() }))
+    let digest = body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Json(json!({
+        "bytes": body.len(),
+        "fnv1a": format!("{digest:016x}"),
+        "replica": state.replica_id(),
+    }))
 }
 
 /// WebSocket echo: text and binary frames come back as sent.
