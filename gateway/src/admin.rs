@@ -118,6 +118,7 @@ impl AdminApp {
                     "rate_limits": r.policy.rate_limits.iter().filter_map(|&i| c.rate_limits.get(i).map(|l| &*l.name)).collect::<Vec<_>>(),
                     "cors": r.policy.cors.and_then(|i| c.cors.get(i)).map(|p| &*p.name),
                     "max_body_size": r.policy.max_body_size,
+                    "request_buffer": r.policy.request_buffer,
                 })
             })
             .collect();

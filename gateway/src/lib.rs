@@ -6,6 +6,9 @@
 //! | connection                  | per-client cap, request-head deadline          | `downstream`      |
 //! | `new_ctx`                   | pin the current config snapshot                | `proxy::ctx`      |
 //! | `request_filter`            | request id, client address, route lookup       | `request_id`, `headers`, `routing` |
+//! |                             | admission: policy, limits, rate limits         | `proxy::admit`    |
+//! |                             | read the body before forwarding (buffering)    | `proxy::body`     |
+//! | `request_body_filter`       | body size limit; the read-ahead body goes out  | `proxy::body`     |
 //! | `upstream_peer`             | pick a healthy replica round-robin             | `upstream::pool`  |
 //! | `upstream_request_filter`   | X-Forwarded-*, request id, hop-by-hop, prefix  | `headers`         |
 //! | `fail_to_connect` / `error_while_proxy` | decide a retry on another replica | `proxy`           |

@@ -70,6 +70,8 @@ pub struct HeaderPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_body_size: u64,
+    /// Bodies up to this size are read in full before the request is forwarded; 0 = off.
+    pub request_buffer: u64,
     pub max_header_size: u64,
     /// From a connection's start (or a keep-alive request's first byte) to the end of
     /// the request head: trickled headers (slowloris) are cut off here.
@@ -136,6 +138,7 @@ pub struct RoutePolicy {
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub max_body_size: u64,
+    pub request_buffer: u64,
     /// `[headers]` merged with the route's own `headers`.
     pub headers: HeaderPolicy,
 }

@@ -14,6 +14,9 @@ use super::{Cors, HeaderPolicy, Limits, OriginMatch, RateKey, RateLimit, RoutePo
 
 pub mod defaults {
     pub const MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+    /// Covers the bodies an API sees (JSON, forms, small files) without letting a
+    /// client make the gateway hold more than this per request in memory.
+    pub const REQUEST_BUFFER: u64 = 1024 * 1024;
     pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
     /// A browser sends its whole head at once; 15 s leaves room for a slow mobile link.
     pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
@@ -51,6 +54,7 @@ pub struct Resolved {
     allow: Option<Vec<IpNet>>,
     deny: Option<Vec<IpNet>>,
     max_body_size: Option<u64>,
+    request_buffer: Option<u64>,
     headers: Option<HeaderPolicy>,
 }
 
@@ -93,6 +97,10 @@ pub fn merge(
             .max_body_size
             .or(defaults.max_body_size)
             .unwrap_or(limits.max_body_size),
+        request_buffer: own
+            .request_buffer
+            .or(defaults.request_buffer)
+            .unwrap_or(limits.request_buffer),
         headers,
     }
 }
@@ -207,6 +215,9 @@ impl Validator<'_> {
         }
         Limits {
             max_body_size: l.max_body_size.map_or(defaults::MAX_BODY_SIZE, |s| s.0),
+            request_buffer: self
+                .request_buffer(&[key("limits"), key("request_buffer")], l.request_buffer)
+                .unwrap_or(defaults::REQUEST_BUFFER),
             max_header_size,
             header_timeout: self.positive(
                 &[key("limits"), key("header_timeout")],
@@ -224,6 +235,16 @@ impl Validator<'_> {
                 .map_or(defaults::KEEPALIVE_TIMEOUT, |d| d.0),
             max_connections_per_client: l.max_connections_per_client.unwrap_or(0),
         }
+    }
+
+    /// `0` (off) or at least what pingora's body buffer holds: a chunked body is read
+    /// through that buffer, so a smaller setting could not be honoured for it.
+    fn request_buffer(&mut self, path: &[Seg], size: Option<schema::Size>) -> Option<u64> {
+        let n = size?.0;
+        if n != 0 && n < crate::proxy::body::MIN_REQUEST_BUFFER {
+            self.err(path, "must be \"0\" (off) or at least 64KiB");
+        }
+        Some(n)
     }
 
     pub(super) fn rate_limits(
@@ -435,6 +456,7 @@ impl Validator<'_> {
             allow: p.allow.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
             deny: p.deny.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
             max_body_size: p.max_body_size.map(|s| s.0),
+            request_buffer: self.request_buffer(&at(base, "request_buffer"), p.request_buffer),
             headers,
         }
     }

@@ -83,6 +83,7 @@ pub struct PolicySection {
     pub allow: Option<Vec<Cidr>>,
     pub deny: Option<Vec<Cidr>>,
     pub max_body_size: Option<Size>,
+    pub request_buffer: Option<Size>,
     pub headers: Option<RouteHeadersSection>,
 }
 
@@ -90,6 +91,7 @@ pub struct PolicySection {
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
     pub max_body_size: Option<Size>,
+    pub request_buffer: Option<Size>,
     pub max_header_size: Option<Size>,
     pub header_timeout: Option<Dur>,
     pub body_timeout: Option<Dur>,
@@ -258,6 +260,7 @@ pub struct RouteSection {
     pub allow: Option<Vec<Cidr>>,
     pub deny: Option<Vec<Cidr>>,
     pub max_body_size: Option<Size>,
+    pub request_buffer: Option<Size>,
     pub headers: Option<RouteHeadersSection>,
 }
 
@@ -270,6 +273,7 @@ impl RouteSection {
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             max_body_size: self.max_body_size,
+            request_buffer: self.request_buffer,
             headers: self.headers.clone(),
         }
     }

@@ -666,6 +666,29 @@ pool = "api"
     }
 
     #[test]
+    fn request_buffer_is_off_or_at_least_64kib_and_a_route_may_override_it() {
+        let c = check(&format!("{GOOD}\n[limits]\nrequest_buffer = \"0\"\n")).unwrap();
+        assert_eq!(c.limits.request_buffer, 0);
+        assert_eq!(c.routes[0].policy.request_buffer, 0);
+        let c = check(&GOOD.replace(
+            "pool = \"api\"",
+            "pool = \"api\"\nrequest_buffer = \"8MiB\"",
+        ))
+        .unwrap();
+        assert_eq!(c.limits.request_buffer, 1024 * 1024, "the default");
+        assert_eq!(c.routes[0].policy.request_buffer, 8 * 1024 * 1024);
+        let errs = check(&GOOD.replace(
+            "pool = \"api\"",
+            "pool = \"api\"\nrequest_buffer = \"16KiB\"",
+        ))
+        .unwrap_err();
+        assert!(
+            errs[0].contains("routes[0].request_buffer: must be \"0\" (off) or at least 64KiB"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
     fn invalid_toml_is_located() {
         let errs = check("[[listeners]\naddress = 1").unwrap_err();
         assert!(errs[0].starts_with("t.toml:1:"), "{errs:?}");

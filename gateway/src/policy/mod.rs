@@ -20,6 +20,7 @@ pub struct CompiledPolicy {
     pub allow: Vec<ipnet::IpNet>,
     pub deny: Vec<ipnet::IpNet>,
     pub max_body_size: u64,
+    pub request_buffer: u64,
     pub limiters: Vec<Arc<Limiter>>,
 }
 
@@ -31,6 +32,7 @@ impl CompiledPolicy {
             allow: p.allow.clone(),
             deny: p.deny.clone(),
             max_body_size: p.max_body_size,
+            request_buffer: p.request_buffer,
             limiters: p
                 .rate_limits
                 .iter()
@@ -47,6 +49,7 @@ impl CompiledPolicy {
             allow: Vec::new(),
             deny: Vec::new(),
             max_body_size: config.limits.max_body_size,
+            request_buffer: config.limits.request_buffer,
             limiters: Vec::new(),
         }
     }

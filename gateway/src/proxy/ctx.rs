@@ -47,6 +47,8 @@ pub struct Ctx {
     pub rate_limited_by: Option<Arc<str>>,
     /// Request body bytes seen so far (for the body size limit on chunked bodies).
     pub body_bytes: u64,
+    /// The body read before forwarding (request buffering), for `request_body_filter`.
+    pub held: super::body::Held,
     _in_flight: InFlight,
 }
 
@@ -80,6 +82,7 @@ impl Ctx {
             rate: None,
             rate_limited_by: None,
             body_bytes: 0,
+            held: Default::default(),
             _in_flight: InFlight::new(lifecycle),
         }
     }

@@ -2,6 +2,7 @@
 //! the real work to a pure module (see the table in `lib.rs`).
 
 mod admit;
+pub mod body;
 pub mod ctx;
 pub mod respond;
 
@@ -119,13 +120,17 @@ impl ProxyHttp for Gateway {
             send_error(session, ctx, GatewayError::TooManyConnections).await?;
             return Ok(true);
         }
-        admit::admit(
+        let answered = admit::admit(
             session,
             ctx,
             &self.tls.challenges,
             self.lifecycle.is_shutting_down(),
         )
-        .await
+        .await?;
+        if !answered {
+            body::read_ahead(session, ctx).await?;
+        }
+        Ok(answered)
     }
 
     async fn request_body_filter(
@@ -140,7 +145,8 @@ impl ProxyHttp for Gateway {
             return Ok(());
         }
         // A declared Content-Length was checked on admission; this catches chunked bodies.
-        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        // A body read ahead was counted as it was read.
+        ctx.body_bytes += body::substitute(&mut ctx.held, body);
         if ctx.body_bytes > ctx.policy().max_body_size {
             ctx.failure = Some(GatewayError::PayloadTooLarge);
             return Error::e_explain(
@@ -323,7 +329,12 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let err = ctx.failure.take().or_else(|| GatewayError::classify(e));
         let error_code = match err {
-            Some(err) if session.response_written().is_none() => {
+            // Only a `100 Continue` (request buffering's go-ahead) may have gone out.
+            Some(err)
+                if session
+                    .response_written()
+                    .is_none_or(|r| r.status.is_informational()) =>
+            {
                 // pingora does not reuse a client connection after a proxy failure, so
                 // the response must say so, or the client's next request hits a reset.
                 session.set_keepalive(None);
