@@ -145,7 +145,7 @@ def spawn_apis(run, ports):
     return apis
 
 
-def gateway_config(run, policy, ups=UPSTREAMS):
+def gateway_config(run, policy, ups=UPSTREAMS, health=False):
     run = Path(run)
     http, https = PORTS["gateway"]
     replicas = ", ".join(f'"127.0.0.1:{p}"' for p in ups)
@@ -180,6 +180,7 @@ rate = "10000000 per 1s"
 key = "address"
 [pools.up]
 replicas = [{replicas}]
+{'[pools.up.health]' + chr(10) + 'path = "/readyz"' + chr(10) + 'interval = "1s"' if health else ""}
 [[routes]]
 path = "/"
 pool = "up"
@@ -268,13 +269,13 @@ backend be
 """
 
 
-def caddy_config(run, ups=UPSTREAMS):
+def caddy_config(run, ups=UPSTREAMS, health=False):
     run = Path(run)
     http, https = PORTS["caddy"]
     ups = " ".join(f"127.0.0.1:{p}" for p in ups)
     hdrs = "\n".join(f"    {k} {v}" for k, v in HEADERS.items())
     block = f"""  reverse_proxy {ups} {{
-    lb_policy round_robin
+    lb_policy round_robin{chr(10) + "    health_uri /readyz" + chr(10) + "    health_interval 1s" if health else ""}
     header_up X-Request-ID {{http.request.uuid}}
   }}
   header {{
@@ -302,12 +303,14 @@ https://localhost:{https} {{
 """
 
 
-def start_target(run, target, policy, ups=UPSTREAMS):
+def start_target(run, target, policy, ups=UPSTREAMS, health=False):
+    """`health`: active health checks on /readyz every second where the proxy has them
+    (the gateway, Caddy); nginx and HAProxy as configured above (passive)."""
     run = Path(run)
     http, _ = PORTS[target]
     if target == "gateway":
         cfg = run / f"gateway-{'policy' if policy else 'plain'}.toml"
-        cfg.write_text(gateway_config(run, policy, ups))
+        cfg.write_text(gateway_config(run, policy, ups, health))
         p = spawn(run, "gateway", ["gateway", "run", "--config", str(cfg)], 1,
                   log=run / ("gateway-access.log" if policy else "gateway.log"))
     elif target == "nginx":
@@ -320,7 +323,7 @@ def start_target(run, target, policy, ups=UPSTREAMS):
         p = spawn(run, "haproxy", ["haproxy", "-f", str(cfg), "-db"], 1)
     elif target == "caddy":
         cfg = run / "Caddyfile"
-        cfg.write_text(caddy_config(run, ups))
+        cfg.write_text(caddy_config(run, ups, health))
         home = run / "caddy-home"
         home.mkdir(exist_ok=True)
         p = spawn(run, "caddy", ["caddy", "run", "--config", str(cfg), "--adapter", "caddyfile"], 1,
