@@ -12,6 +12,7 @@ use gateway::config::{self, Config, ConfigErrors};
 
 /// mimalloc: measured on this machine (docs/performance.md) as a large share of the
 /// gap between glibc malloc and nginx on the request path.
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
