@@ -32,14 +32,15 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 /// Pingora gives every connection a 64 KiB read buffer up front: 10,000 idle keep-alive
 /// connections then cost about 1 GiB. Plain HTTP reads straight into the request
 /// parser's own buffer instead; TLS keeps one TLS record's worth (rustls reads in 16 KiB
-/// chunks). See docs/performance.md for the measurements.
+/// chunks). The write side's buffer is ours, held only while a response is written
+/// (`downstream/coalesce.rs`). See docs/performance.md for the measurements.
 const PLAIN_READ_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(0),
-    write: None,
+    write: Some(0),
 };
 const TLS_READ_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(16 * 1024),
-    write: None,
+    write: Some(0),
 };
 
 /// Runs until SIGTERM (graceful: in-flight requests finish) or SIGINT (fast).

@@ -19,6 +19,7 @@ use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use super::coalesce::WriteBuf;
 use super::refuse::{RefusedHead, Refuser};
 use super::slots::Slot;
 
@@ -67,6 +68,8 @@ pub struct ClientStream {
     refuser: Option<Arc<Refuser>>,
     /// Our answer replacing pingora's bare 400, and how much of it went out.
     refusal: Option<(Vec<u8>, usize)>,
+    /// Coalesces a response's writes; allocated only while one is being written.
+    out: WriteBuf,
 }
 
 /// What one read for a new request takes at most: pingora's own initial parse buffer.
@@ -169,6 +172,7 @@ impl ClientStream {
             admitted: AtomicBool::new(false),
             refuser,
             refusal: None,
+            out: WriteBuf::default(),
         }
     }
 
@@ -177,6 +181,8 @@ impl ClientStream {
     /// read goes into a buffer on the stack of `poll`, so a waiting connection holds no
     /// buffer at all (`http1.rs`); the bytes pass the head clock and scan as any read.
     pub async fn next_request_bytes(&mut self) -> io::Result<Option<BytesMut>> {
+        // The connection is idle until a request comes: it keeps no write buffer.
+        self.out.release();
         std::future::poll_fn(|cx| {
             // Uninitialised: zeroing 4 KiB per request cost ~11k instructions.
             let mut space = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
@@ -270,6 +276,7 @@ impl ClientStream {
         let Some((answer, sent)) = &mut self.refusal else {
             return Poll::Ready(Ok(()));
         };
+        std::task::ready!(self.out.poll_drain(&mut self.inner, cx))?;
         while *sent < answer.len() {
             match Pin::new(&mut self.inner).poll_write(cx, &answer[*sent..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
@@ -368,7 +375,7 @@ impl AsyncWrite for ClientStream {
         if this.refusing(buf) {
             return this.poll_refusal(cx).map_ok(|()| buf.len());
         }
-        Pin::new(&mut this.inner).poll_write(cx, buf)
+        this.out.poll_write(&mut this.inner, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -376,6 +383,7 @@ impl AsyncWrite for ClientStream {
         if this.refusal.is_some() {
             std::task::ready!(this.poll_refusal(cx))?;
         }
+        std::task::ready!(this.out.poll_drain(&mut this.inner, cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
@@ -384,6 +392,7 @@ impl AsyncWrite for ClientStream {
         if this.refusal.is_some() {
             std::task::ready!(this.poll_refusal(cx))?;
         }
+        std::task::ready!(this.out.poll_drain(&mut this.inner, cx))?;
         Pin::new(&mut this.inner).poll_shutdown(cx)
     }
 
@@ -401,7 +410,7 @@ impl AsyncWrite for ClientStream {
             let total = bufs.iter().map(|b| b.len()).sum();
             return this.poll_refusal(cx).map_ok(|()| total);
         }
-        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+        this.out.poll_write_vectored(&mut this.inner, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
