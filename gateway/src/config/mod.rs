@@ -4,9 +4,12 @@
 //! `load(path)` is the only entry: it returns a fully checked `Config` or every problem
 //! found, each naming file, line:column, key and what is wrong.
 
+mod cors;
 mod doc;
 mod error;
 mod policy;
+mod pools;
+mod routes;
 mod schema;
 mod tls;
 mod validate;

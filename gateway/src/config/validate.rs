@@ -1,9 +1,8 @@
 //! From text to a checked runtime `Config`: parse, expand `${VAR}`, deserialise, then
 //! check every value and cross-reference, collecting all problems with their places.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use toml_edit::ImDocument;
@@ -11,7 +10,7 @@ use toml_edit::ImDocument;
 use super::doc::{self, Seg};
 use super::error::{ConfigError, ConfigErrors, Locator};
 use super::schema::{self, Dur};
-use super::{Config, Health, HostMatch, Listener, Log, Pool, Route, Server};
+use super::{Config, Listener, Log, Server};
 
 /// Defaults, in one place so docs/configuration.md can quote them.
 pub mod defaults {
@@ -273,238 +272,12 @@ impl Validator<'_> {
         }
         out
     }
-
-    fn pools(
-        &mut self,
-        pools: BTreeMap<String, schema::PoolSection>,
-        listeners: &[Listener],
-    ) -> Vec<Pool> {
-        let mut out = Vec::new();
-        for (name, p) in pools {
-            let base = [key("pools"), key(&name)];
-            let at = |k: &str| [base[0].clone(), base[1].clone(), key(k)];
-            if !valid_name(&name) {
-                self.err(
-                    &base,
-                    "pool names may use letters, digits, '-' and '_' only",
-                );
-            }
-            if p.replicas.is_empty() {
-                self.err(
-                    &at("replicas"),
-                    "a pool needs at least one replica (\"host:port\")",
-                );
-            }
-            let mut seen = HashSet::new();
-            for (i, r) in p.replicas.iter().enumerate() {
-                let mut rp = at("replicas").to_vec();
-                rp.push(Seg::Index(i));
-                if let Err(m) = check_replica(r) {
-                    self.err(&rp, m);
-                } else if !seen.insert(r.as_str()) {
-                    self.err(&rp, format!("replica {r:?} is listed twice"));
-                } else if let Some(l) = own_listener(r, listeners) {
-                    self.err(
-                        &rp,
-                        format!("replica {r:?} is this gateway's own listener {l}: every request would loop back into the gateway"),
-                    );
-                }
-            }
-            let connect_timeout = self.positive(
-                &at("connect_timeout"),
-                p.connect_timeout,
-                defaults::CONNECT_TIMEOUT,
-            );
-            let read_timeout =
-                self.positive(&at("read_timeout"), p.read_timeout, defaults::READ_TIMEOUT);
-            let write_timeout = self.positive(
-                &at("write_timeout"),
-                p.write_timeout,
-                defaults::WRITE_TIMEOUT,
-            );
-            let idle_timeout =
-                self.positive(&at("idle_timeout"), p.idle_timeout, defaults::IDLE_TIMEOUT);
-            let upgrade_idle_timeout = self.positive(
-                &at("upgrade_idle_timeout"),
-                p.upgrade_idle_timeout,
-                defaults::UPGRADE_IDLE_TIMEOUT,
-            );
-            let health = p.health.map(|h| self.health(&at("health"), h));
-            out.push(Pool {
-                name: Arc::from(name.as_str()),
-                replicas: p.replicas,
-                connect_timeout,
-                read_timeout,
-                write_timeout,
-                idle_timeout,
-                upgrade_idle_timeout,
-                max_retries: p.max_retries.unwrap_or(defaults::MAX_RETRIES),
-                resolve_interval: self.positive(
-                    &at("resolve_interval"),
-                    p.resolve_interval,
-                    defaults::RESOLVE_INTERVAL,
-                ),
-                health,
-            });
-        }
-        out
-    }
-
-    fn health(&mut self, base: &[Seg], h: schema::HealthSection) -> Health {
-        let at = |k: &str| {
-            let mut p = base.to_vec();
-            p.push(key(k));
-            p
-        };
-        let path = h.path.unwrap_or_else(|| defaults::HEALTH_PATH.to_owned());
-        if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-            self.err(
-                &at("path"),
-                format!("health check path {path:?} must start with '/' and contain no spaces"),
-            );
-        }
-        let interval = self.positive(&at("interval"), h.interval, defaults::HEALTH_INTERVAL);
-        let timeout = self.positive(&at("timeout"), h.timeout, defaults::HEALTH_TIMEOUT);
-        let mut count = |k: &str, v: Option<usize>, d: usize| match v {
-            Some(0) => {
-                self.err(&at(k), "must be at least 1");
-                d
-            }
-            Some(n) => n,
-            None => d,
-        };
-        let healthy_after = count("healthy_after", h.healthy_after, defaults::HEALTHY_AFTER);
-        let unhealthy_after = count(
-            "unhealthy_after",
-            h.unhealthy_after,
-            defaults::UNHEALTHY_AFTER,
-        );
-        Health {
-            path,
-            interval,
-            timeout,
-            healthy_after,
-            unhealthy_after,
-        }
-    }
-
-    fn routes(
-        &mut self,
-        routes: Vec<schema::RouteSection>,
-        pool_names: &[String],
-        policy_of: impl Fn(&mut Self, usize, &schema::RouteSection) -> super::RoutePolicy,
-    ) -> Vec<Route> {
-        let mut out: Vec<Route> = Vec::new();
-        let mut names = HashSet::new();
-        let mut places = HashSet::new();
-        for (i, r) in routes.into_iter().enumerate() {
-            let at = |k: &str| vec![key("routes"), Seg::Index(i), key(k)];
-            let host = match r.host.as_deref().map(parse_host) {
-                Some(Err(m)) => {
-                    self.err(&at("host"), m);
-                    None
-                }
-                Some(Ok(h)) => Some(h),
-                None => None,
-            };
-            let path = r.path.clone().unwrap_or_else(|| "/".to_owned());
-            if !path.starts_with('/') || path.bytes().any(|b| !b.is_ascii_graphic()) {
-                self.err(
-                    &at("path"),
-                    format!("path prefix {path:?} must start with '/' and contain no spaces"),
-                );
-            }
-            let pool = match pool_names.iter().position(|p| *p == r.pool) {
-                Some(i) => i,
-                None => {
-                    let known = if pool_names.is_empty() {
-                        "none are defined".to_owned()
-                    } else {
-                        pool_names.join(", ")
-                    };
-                    self.err(
-                        &at("pool"),
-                        format!("no pool named {:?} (pools: {known})", r.pool),
-                    );
-                    0
-                }
-            };
-            let name = r.name.clone().unwrap_or_else(|| match &r.host {
-                Some(h) => format!("{h}{path}"),
-                None => path.clone(),
-            });
-            if !places.insert((host.clone(), path.clone())) {
-                let h = r.host.as_deref().unwrap_or("any host");
-                self.err(
-                    &at("path"),
-                    format!("duplicate route: {h} with path {path:?} is already routed"),
-                );
-            } else if !names.insert(name.clone()) {
-                self.err(&at("name"), format!("route name {name:?} is used twice"));
-            }
-            let policy = policy_of(self, i, &r);
-            out.push(Route {
-                name: Arc::from(name.as_str()),
-                host,
-                path,
-                strip_prefix: r.strip_prefix,
-                pool,
-                policy,
-            });
-        }
-        if out.is_empty() {
-            self.err(
-                &[key("routes")],
-                "at least one [[routes]] entry is required",
-            );
-        }
-        out
-    }
 }
 
-fn valid_name(s: &str) -> bool {
+pub(super) fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// `host:port`, with a DNS name, IPv4, or `[IPv6]` host and a non-zero port.
-/// The listener a replica address names, when it is one of ours (a literal address or
-/// `localhost`; names that resolve elsewhere cannot be told apart here).
-fn own_listener(r: &str, listeners: &[Listener]) -> Option<std::net::SocketAddr> {
-    let (host, port) = r.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip: std::net::IpAddr = match host {
-        "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
-        h => h.parse().ok()?,
-    };
-    listeners.iter().map(|l| l.address).find(|l| {
-        l.port() == port
-            && (l.ip() == ip
-                || (l.ip().is_unspecified() && (ip.is_loopback() || ip.is_unspecified())))
-    })
-}
-
-fn check_replica(r: &str) -> Result<(), String> {
-    let bad =
-        || format!("replica {r:?} must be \"host:port\" (e.g. \"api:8000\" or \"127.0.0.1:8001\")");
-    let (host, port) = r.rsplit_once(':').ok_or_else(bad)?;
-    match port.parse::<u16>() {
-        Ok(p) if p > 0 => {}
-        _ => return Err(bad()),
-    }
-    if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        return v6
-            .parse::<std::net::Ipv6Addr>()
-            .map(|_| ())
-            .map_err(|_| bad());
-    }
-    if host.parse::<std::net::Ipv4Addr>().is_ok() || valid_dns_name(host) {
-        Ok(())
-    } else {
-        Err(bad())
-    }
 }
 
 pub(super) fn valid_dns_name(h: &str) -> bool {
@@ -518,18 +291,6 @@ pub(super) fn valid_dns_name(h: &str) -> bool {
                 && l.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
-}
-
-fn parse_host(h: &str) -> Result<HostMatch, String> {
-    let lower = h.to_ascii_lowercase();
-    if let Some(rest) = lower.strip_prefix("*.") {
-        if valid_dns_name(rest) {
-            return Ok(HostMatch::Suffix(format!(".{rest}")));
-        }
-    } else if valid_dns_name(&lower) || lower.parse::<std::net::IpAddr>().is_ok() {
-        return Ok(HostMatch::Exact(lower));
-    }
-    Err(format!("invalid host {h:?}: write a name like \"api.example.com\" or a wildcard like \"*.example.com\" (no port)"))
 }
 
 #[cfg(test)]
@@ -569,7 +330,7 @@ pool = "api"
         );
         assert_eq!(
             c.routes[0].host,
-            Some(super::HostMatch::Exact("example.com".into()))
+            Some(crate::config::HostMatch::Exact("example.com".into()))
         );
         assert_eq!(&*c.routes[0].name, "example.com/api");
     }
