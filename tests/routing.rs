@@ -261,3 +261,38 @@ async fn hop_by_hop_headers_are_not_forwarded_and_dot_segments_refused() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     assert!(out.contains("\"code\":\"invalid_path\""), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn server_sent_events_pass_through_as_each_is_sent() {
+    let r = Replica::start("r1");
+    let gw = Gateway::start(&simple_config(&[&r], "", ""));
+    // Five events 400 ms apart: the whole feed takes at least 1.6 s upstream.
+    let started = std::time::Instant::now();
+    let mut resp = client()
+        .get(gw.url("/api/events?count=5&interval_ms=400"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert!(resp.headers().contains_key("x-request-id"));
+    let first = resp.chunk().await.unwrap().unwrap();
+    let first_after = started.elapsed();
+    assert!(
+        String::from_utf8_lossy(&first).contains("data: event 0"),
+        "{first:?}"
+    );
+    assert!(
+        first_after < Duration::from_millis(1000),
+        "the first event arrived while the feed was still running, not at its end: {first_after:?}"
+    );
+    let mut rest = Vec::new();
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    let rest = String::from_utf8_lossy(&rest).into_owned();
+    for i in 1..5 {
+        assert!(rest.contains(&format!("data: event {i}")), "{rest}");
+    }
+    assert!(started.elapsed() >= Duration::from_millis(1600));
+}

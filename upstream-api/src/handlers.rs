@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -88,6 +89,34 @@ pub async fn slow(State(state): State<AppState>, Query(q): Query<SlowQuery>) -> 
     tracing::info!(ms, "slow request started");
     tokio::time::sleep(Duration::from_millis(ms)).await;
     Json(json!({ "slept_ms": ms, "replica": state.replica_id() }))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    count: Option<u32>,
+    interval_ms: Option<u64>,
+}
+
+/// Server-sent events: `count` events (at most 100) `interval_ms` apart (at most 10 s),
+/// the first at once: a progress feed, which a proxy must pass on as each is sent.
+pub async fn events(
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let count = q.count.unwrap_or(3).min(100);
+    let interval = Duration::from_millis(q.interval_ms.unwrap_or(500).min(10_000));
+    let feed = futures_util::stream::unfold(0, move |i| async move {
+        if i >= count {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(interval).await;
+        }
+        let event = Event::default()
+            .id(i.to_string())
+            .data(format!("event {i}"));
+        Some((Ok(event), i + 1))
+    });
+    Sse::new(feed)
 }
 
 /// Counts the request body's bytes (for body-forwarding and size-limit checks).

@@ -82,6 +82,7 @@ pub fn app(state: AppState) -> Router {
         .route("/readyz", get(handlers::readyz))
         .route("/api/whoami", get(handlers::whoami))
         .route("/api/slow", get(handlers::slow))
+        .route("/api/events", get(handlers::events))
         .route("/api/echo", post(handlers::echo))
         .route("/api/ws", get(handlers::ws))
         .route("/api/items", get(items::list).post(items::create))
