@@ -68,33 +68,6 @@ fn chunked(body: &[u8], sizes: &[usize]) -> Vec<u8> {
     out
 }
 
-/// Reads one response (head and a `Content-Length` body).
-fn read_response(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let text = String::from_utf8_lossy(&out).to_string();
-        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if rest.len() >= len && !head.starts_with("HTTP/1.1 100") {
-                return text;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 fn json_body(response: &str) -> serde_json::Value {
     let (_, body) = response.split_once("\r\n\r\n").unwrap();
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {response}"))

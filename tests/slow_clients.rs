@@ -33,33 +33,6 @@ fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, Option<Dura
     (String::from_utf8_lossy(&out).into(), None)
 }
 
-/// Reads one response whose body is `Content-Length` long.
-fn read_response(s: &mut TcpStream) -> String {
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&out).to_string();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse::<usize>().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= len {
-                return text;
-            }
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return text,
-            Ok(n) => out.extend_from_slice(&buf[..n]),
-        }
-    }
-}
-
 /// slowhttptest's report without its terminal colours.
 fn strip_ansi(s: &str) -> String {
     let mut out = String::with_capacity(s.len());

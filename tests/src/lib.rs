@@ -361,6 +361,41 @@ pub fn raw_request(addr: SocketAddr, bytes: &[u8], timeout: Duration) -> String 
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads one response whose body is `Content-Length` long from a raw connection (which
+/// stays open for the next); interim `1xx` answers before it stay in the text.
+pub fn read_response(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let mut rest = text.as_str();
+        while rest.starts_with("HTTP/1.1 1") {
+            match rest.split_once("\r\n\r\n") {
+                Some((_, after)) => rest = after,
+                None => break,
+            }
+        }
+        if let Some((head, body)) = rest.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse::<usize>().ok())?
+                })
+                .unwrap_or(0);
+            if !head.starts_with("HTTP/1.1 1") && body.len() >= len {
+                return text;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
 /// The JSON body of a gateway or API error, checked against the contract.
 pub fn assert_error_contract(
     status: u16,
