@@ -18,15 +18,7 @@ CONNS="${CONNS:-50}"
 RUN="$(mktemp -d /tmp/gateway-bench.XXXXXX)"
 trap 'python3 bench/measure.py --run "$RUN" --stop-all' EXIT
 
-bash tests/deps.sh nginx caddy haproxy wrk nghttp2-client
-# Debian starts the packaged daemons; they are not ours to measure.
-for svc in nginx caddy haproxy; do
-  systemctl stop "$svc" 2>/dev/null || service "$svc" stop 2>/dev/null || true
-done
-
-echo "== release build (lto = fat, codegen-units = 1, mimalloc)"
-cargo build --release -p gateway -p upstream-api 2>&1 | tail -1
-export PATH="$PWD/target/release:$PATH"
+source bench/prepare.sh nginx caddy haproxy wrk nghttp2-client
 
 
 python3 bench/measure.py --run "$RUN" --rounds "$ROUNDS" --duration "$DURATION" --conns "$CONNS" \
