@@ -20,7 +20,6 @@
 
 use bytes::{Bytes, BytesMut};
 use pingora_core::{Error, ErrorType, Result};
-use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
@@ -75,10 +74,9 @@ pub async fn read_ahead(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         session
             .req_header_mut()
             .remove_header(&http::header::EXPECT);
-        let go_on = ResponseHeader::build(100, Some(0))?;
         session
             .as_downstream_mut()
-            .write_response_header(Box::new(go_on))
+            .write_continue_response()
             .await?;
     }
     let mut held = BytesMut::new();
