@@ -30,14 +30,8 @@ impl WriteBuf {
         cx: &mut Context<'_>,
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
-        if self.buf.len() + data.len() > CAPACITY {
-            ready!(self.poll_drain(inner, cx))?;
-        }
-        if data.len() >= CAPACITY {
+        if !ready!(self.poll_room(inner, cx, data.len()))? {
             return Pin::new(inner).poll_write(cx, data);
-        }
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(CAPACITY);
         }
         self.buf.extend_from_slice(data);
         Poll::Ready(Ok(data.len()))
@@ -51,19 +45,33 @@ impl WriteBuf {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        if self.buf.len() + total > CAPACITY {
-            ready!(self.poll_drain(inner, cx))?;
-        }
-        if total >= CAPACITY {
+        if !ready!(self.poll_room(inner, cx, total))? {
             return Pin::new(inner).poll_write_vectored(cx, bufs);
-        }
-        if self.buf.capacity() == 0 {
-            self.buf.reserve_exact(CAPACITY);
         }
         for b in bufs {
             self.buf.extend_from_slice(b);
         }
         Poll::Ready(Ok(total))
+    }
+
+    /// Makes room for `len` more bytes: true when they go into the buffer, false when
+    /// they are too large for it and go straight to the socket (after what was buffered).
+    fn poll_room<W: AsyncWrite + Unpin + ?Sized>(
+        &mut self,
+        inner: &mut W,
+        cx: &mut Context<'_>,
+        len: usize,
+    ) -> Poll<io::Result<bool>> {
+        if self.buf.len() + len > CAPACITY {
+            ready!(self.poll_drain(inner, cx))?;
+        }
+        if len >= CAPACITY {
+            return Poll::Ready(Ok(false));
+        }
+        if self.buf.capacity() == 0 {
+            self.buf.reserve_exact(CAPACITY);
+        }
+        Poll::Ready(Ok(true))
     }
 
     /// Hands everything buffered to the socket (without flushing the layers below).
