@@ -12,7 +12,7 @@ pub const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Debug, Default)]
 pub struct SiteTable {
     exact: HashMap<String, usize>,
-    /// `.example.com` -> site, from `*.example.com`.
+    /// `example.com` -> site, from `*.example.com` (a wildcard covers one label).
     wildcard: HashMap<String, usize>,
     redirect: Vec<Option<u16>>,
     hsts: Vec<Option<HeaderValue>>,
@@ -32,7 +32,7 @@ impl SiteTable {
         };
         for (i, s) in config.sites.iter().enumerate() {
             for n in &s.names {
-                match n.strip_prefix('*') {
+                match n.strip_prefix("*.") {
                     Some(suffix) => t.wildcard.insert(suffix.to_owned(), i),
                     None => t.exact.insert(n.clone(), i),
                 };
@@ -54,8 +54,11 @@ impl SiteTable {
         if let Some(&i) = self.exact.get(host) {
             return Some(i);
         }
+        if self.wildcard.is_empty() {
+            return None;
+        }
         let (_, parent) = host.split_once('.')?;
-        self.wildcard.get(&format!(".{parent}")).copied()
+        self.wildcard.get(parent).copied()
     }
 
     /// The redirect status for a plain-HTTP request to `site`, if it redirects.
