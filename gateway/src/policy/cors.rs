@@ -1,9 +1,8 @@
 //! CORS: preflights answered at the edge, allow headers on actual responses, with
 //! every header value prepared at config load.
 
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Method;
-use pingora_http::ResponseHeader;
 
 use crate::config::{Cors, OriginMatch};
 
@@ -26,6 +25,7 @@ fn joined(items: &[String]) -> Option<HeaderValue> {
 
 const TRUE: HeaderValue = HeaderValue::from_static("true");
 const STAR: HeaderValue = HeaderValue::from_static("*");
+const ORIGIN: HeaderValue = HeaderValue::from_static("Origin");
 
 impl CompiledCors {
     pub fn compile(c: &Cors) -> Self {
@@ -133,24 +133,19 @@ impl CompiledCors {
 
     /// Adds the allow headers for an allowed `origin` (None: only `Vary: Origin`, so
     /// caches keep per-origin answers apart).
-    pub fn apply(
-        &self,
-        origin: Option<&HeaderValue>,
-        resp: &mut ResponseHeader,
-    ) -> pingora_core::Result<()> {
-        resp.append_header(header::VARY, "Origin")?;
-        let Some(origin) = origin else { return Ok(()) };
-        resp.insert_header(
+    pub fn apply(&self, origin: Option<&HeaderValue>, h: &mut HeaderMap) {
+        h.append(header::VARY, ORIGIN);
+        let Some(origin) = origin else { return };
+        h.insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             self.origin_value(origin),
-        )?;
+        );
         if self.credentials {
-            resp.insert_header(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE)?;
+            h.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, TRUE);
         }
         if let Some(e) = &self.expose {
-            resp.insert_header(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone())?;
+            h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, e.clone());
         }
-        Ok(())
     }
 }
 
@@ -221,10 +216,9 @@ mod tests {
     #[test]
     fn star_without_credentials() {
         let c = cors(vec![OriginMatch::Any], false);
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        c.apply(Some(&HeaderValue::from_static("https://x.com")), &mut resp)
-            .unwrap();
-        assert_eq!(resp.headers["access-control-allow-origin"], "*");
-        assert_eq!(resp.headers["vary"], "Origin");
+        let mut h = HeaderMap::new();
+        c.apply(Some(&HeaderValue::from_static("https://x.com")), &mut h);
+        assert_eq!(h["access-control-allow-origin"], "*");
+        assert_eq!(h["vary"], "Origin");
     }
 }

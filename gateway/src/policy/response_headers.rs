@@ -1,17 +1,13 @@
 //! Response header rules (security headers, custom headers, removals), with names and
 //! values parsed once at config load.
 
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
-use pingora_http::ResponseHeader;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::HeaderPolicy;
 
 #[derive(Debug, Default)]
 pub struct HeaderRules {
-    /// Names as the config spells them: pingora keeps a `Bytes` name as the header's
-    /// case without copying it (a non-standard `HeaderName` would be copied per insert).
-    set: Vec<(Bytes, HeaderValue)>,
+    set: Vec<(HeaderName, HeaderValue)>,
     remove: Vec<HeaderName>,
 }
 
@@ -24,8 +20,10 @@ impl HeaderRules {
                 .set
                 .iter()
                 .filter_map(|(n, v)| {
-                    HeaderName::from_bytes(n.as_bytes()).ok()?;
-                    Some((Bytes::from(n.clone()), HeaderValue::from_str(v).ok()?))
+                    Some((
+                        HeaderName::from_bytes(n.as_bytes()).ok()?,
+                        HeaderValue::from_str(v).ok()?,
+                    ))
                 })
                 .collect(),
             remove: p
@@ -36,14 +34,19 @@ impl HeaderRules {
         }
     }
 
-    pub fn apply(&self, resp: &mut ResponseHeader) -> pingora_core::Result<()> {
+    /// How many headers `apply` may add.
+    pub fn added(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn apply(&self, h: &mut HeaderMap) {
         for name in &self.remove {
-            resp.remove_header(name);
+            h.remove(name);
         }
         for (name, value) in &self.set {
-            resp.insert_header(name.clone(), value.clone())?;
+            // A name parsed at load is shared, not copied, by the clone.
+            h.insert(name.clone(), value.clone());
         }
-        Ok(())
     }
 }
 
@@ -57,12 +60,12 @@ mod tests {
             set: vec![("x-frame-options".into(), "DENY".into())],
             remove: vec!["server".into()],
         });
-        let mut resp = ResponseHeader::build(200, None).unwrap();
-        resp.insert_header("Server", "upstream").unwrap();
-        resp.insert_header("X-Frame-Options", "SAMEORIGIN").unwrap();
-        rules.apply(&mut resp).unwrap();
-        assert!(resp.headers.get("server").is_none());
-        assert_eq!(resp.headers.get_all("x-frame-options").iter().count(), 1);
-        assert_eq!(resp.headers["x-frame-options"], "DENY");
+        let mut h = HeaderMap::new();
+        h.insert("server", "upstream".parse().unwrap());
+        h.insert("x-frame-options", "SAMEORIGIN".parse().unwrap());
+        rules.apply(&mut h);
+        assert!(h.get("server").is_none());
+        assert_eq!(h.get_all("x-frame-options").iter().count(), 1);
+        assert_eq!(h["x-frame-options"], "DENY");
     }
 }

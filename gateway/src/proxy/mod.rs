@@ -16,7 +16,7 @@ use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
 use crate::downstream::ClientStream;
 use crate::headers::{
-    self, wire, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
+    self, header_value, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
 use crate::metrics::Metrics;
 use crate::state::SharedState;
@@ -128,6 +128,10 @@ impl ProxyHttp for Gateway {
         )
         .await?;
         if !answered {
+            // The upstream request is a copy of this head: without the case map (see
+            // `headers::edit_request`) there is one map less to copy, and nothing to drop
+            // in `upstream_request_filter`.
+            headers::edit_request(session.req_header_mut(), |_| ());
             body::read_ahead(session, ctx).await?;
         }
         Ok(answered)
@@ -182,44 +186,45 @@ impl ProxyHttp for Gateway {
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::strip_request_hop_by_hop(up, ctx.upgrade);
-        up.insert_header(wire::X_REQUEST_ID, ctx.request_id.as_str())?;
-
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
         let peer = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
-        if let Some(peer) = peer {
-            let xff = headers::forwarded_for(
-                peer,
-                up.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
-                trusted,
-            );
-            up.insert_header(wire::X_FORWARDED_FOR, xff)?;
-        }
-        // A trusted proxy in front of us knows the original scheme and host; anyone else
-        // is told what we saw.
-        if !(from_trusted && up.headers.contains_key(&X_FORWARDED_PROTO)) {
-            up.insert_header(
-                wire::X_FORWARDED_PROTO,
-                if ctx.tls { "https" } else { "http" },
-            )?;
-        }
-        if !(from_trusted && up.headers.contains_key(&X_FORWARDED_HOST)) {
-            let host = session
-                .req_header()
-                .headers
-                .get(http::header::HOST)
-                .cloned();
-            match host {
-                Some(h) => up.insert_header(wire::X_FORWARDED_HOST, h)?,
-                None => {
-                    up.remove_header(&X_FORWARDED_HOST);
-                }
+        let host = session
+            .req_header()
+            .headers
+            .get(http::header::HOST)
+            .cloned();
+        headers::edit_request(up, |h| -> Result<()> {
+            // Hop-by-hop names are gone already (see `headers::strip_response_hop_by_hop`).
+            // Room for the four added below at once: the map is sized for the client's
+            // headers and would otherwise grow (rehashing) more than once on the way.
+            h.reserve(4);
+            h.insert(X_REQUEST_ID, header_value(ctx.request_id.as_str())?);
+            let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
+            if let Some(peer) = peer {
+                let xff = headers::forwarded_for(
+                    peer,
+                    h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
+                    trusted,
+                );
+                h.insert(X_FORWARDED_FOR, header_value(xff)?);
             }
-        }
+            // A trusted proxy in front of us knows the original scheme and host; anyone
+            // else is told what we saw.
+            if !(from_trusted && h.contains_key(&X_FORWARDED_PROTO)) {
+                let proto = if ctx.tls { "https" } else { "http" };
+                h.insert(X_FORWARDED_PROTO, http::HeaderValue::from_static(proto));
+            }
+            if !(from_trusted && h.contains_key(&X_FORWARDED_HOST)) {
+                match host {
+                    Some(v) => h.insert(X_FORWARDED_HOST, v),
+                    None => h.remove(&X_FORWARDED_HOST),
+                };
+            }
+            Ok(())
+        })?;
 
         if let Some(route) = ctx.route().filter(|r| r.strip_prefix) {
             let path = routing::strip_prefix(&route.path, up.uri.path());
@@ -275,8 +280,10 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.response_started = true;
-        headers::strip_response_hop_by_hop(resp);
-        respond::finish_headers(resp, ctx)
+        headers::edit_response(resp, |h| {
+            headers::strip_response_hop_by_hop(h);
+            respond::finish_header_map(h, ctx)
+        })
     }
 
     fn fail_to_connect(

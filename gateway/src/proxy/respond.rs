@@ -8,7 +8,12 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
-use crate::headers::wire;
+use http::{HeaderMap, HeaderValue};
+
+use crate::headers::{
+    edit_response, header_value, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    X_REQUEST_ID,
+};
 
 /// A failure named for its condition; `info()` is the only status mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,24 +141,36 @@ impl GatewayError {
 /// call. Request id, the route's header rules (security headers), CORS and rate-limit
 /// state.
 pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Result<()> {
-    resp.insert_header(wire::X_REQUEST_ID, ctx.request_id.as_str())?;
+    edit_response(resp, |h| finish_header_map(h, ctx))
+}
+
+/// [`finish_headers`] on a header map already taken out of its head.
+pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) -> pingora_core::Result<()> {
+    let policy = ctx.policy();
+    // Room for everything added below at once, so the map grows (rehashing) once at
+    // most, not once per few headers.
+    h.reserve(
+        2 + policy.headers.added()
+            + if policy.cors.is_some() { 4 } else { 0 }
+            + if ctx.rate.is_some() { 4 } else { 0 },
+    );
+    h.insert(X_REQUEST_ID, header_value(ctx.request_id.as_str())?);
     // HSTS only where TLS terminates: never on a plain-HTTP response.
     if ctx.tls {
         if let Some(v) = ctx.snapshot.sites.hsts(ctx.site) {
-            resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, v.clone())?;
+            h.insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
         }
     }
-    let policy = ctx.policy();
-    policy.headers.apply(resp)?;
+    policy.headers.apply(h);
     if let (Some(cors), false) = (&policy.cors, ctx.preflight) {
-        cors.apply(ctx.cors_origin.as_ref(), resp)?;
+        cors.apply(ctx.cors_origin.as_ref(), h);
     }
     if let Some(r) = ctx.rate {
-        resp.insert_header(wire::X_RATELIMIT_LIMIT, r.limit)?;
-        resp.insert_header(wire::X_RATELIMIT_REMAINING, r.remaining)?;
-        resp.insert_header(wire::X_RATELIMIT_RESET, r.reset_secs)?;
+        h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(r.limit));
+        h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
+        h.insert(X_RATELIMIT_RESET, HeaderValue::from(r.reset_secs));
         if let Some(after) = r.retry_after_secs {
-            resp.insert_header(http::header::RETRY_AFTER, after)?;
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(after));
         }
     }
     Ok(())
@@ -169,7 +186,7 @@ pub async fn send_redirect(
     let host = crate::headers::request_host(&req.headers, &req.uri);
     let target = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let location = ctx.snapshot.sites.location(host, target);
-    let mut resp = ResponseHeader::build(status, Some(8))?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
     finish_headers(&mut resp, ctx)?;
@@ -185,7 +202,7 @@ pub async fn send_challenge(
     let Some(answer) = answer else {
         return send_error(session, ctx, GatewayError::NoRoute).await;
     };
-    let mut resp = ResponseHeader::build(200, Some(6))?;
+    let mut resp = ResponseHeader::build_no_case(200, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
     resp.insert_header(http::header::CONTENT_LENGTH, answer.len())?;
     finish_headers(&mut resp, ctx)?;
@@ -201,7 +218,7 @@ pub async fn send_preflight(
     ctx: &Ctx,
     headers: Vec<(http::HeaderName, http::HeaderValue)>,
 ) -> pingora_core::Result<()> {
-    let mut resp = ResponseHeader::build(204, Some(headers.len() + 8))?;
+    let mut resp = ResponseHeader::build_no_case(204, Some(headers.len() + 8))?;
     for (n, v) in headers {
         resp.insert_header(n, v)?;
     }
@@ -223,7 +240,7 @@ fn error_header(
     err: GatewayError,
     body_len: usize,
 ) -> pingora_core::Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(err.status(), Some(12))?;
+    let mut resp = ResponseHeader::build_no_case(err.status(), Some(12))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
@@ -341,10 +358,12 @@ mod tests {
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
-        assert!(head.contains("\r\nConnection: close"), "{head}");
-        assert!(head.contains("\r\nX-Request-ID: rid-1"), "{head}");
+        // Pingora writes a few common names title-cased, the rest in lowercase.
+        let lower = head.to_ascii_lowercase();
+        assert!(lower.contains("\r\nconnection: close"), "{head}");
+        assert!(lower.contains("\r\nx-request-id: rid-1"), "{head}");
         assert!(
-            head.contains(&format!("\r\nContent-Length: {body_len}")),
+            lower.contains(&format!("\r\ncontent-length: {body_len}")),
             "{head}"
         );
         assert_eq!(body.len(), body_len);
