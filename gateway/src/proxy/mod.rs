@@ -81,6 +81,11 @@ impl ProxyHttp for Gateway {
         Ctx::new(self.state.load_full(), &self.lifecycle)
     }
 
+    /// No downstream modules. Pingora's default adds its response compression module,
+    /// switched off, which still costs an allocation and two filter calls per request;
+    /// the gateway does not compress (docs/migrate-from-caddy.md).
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The head is in: its deadline is met; the body gets its own read timeout.
         let (over_cap, bare_lf) = match session.as_downstream().stream().and_then(ClientStream::of)
