@@ -40,7 +40,7 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
     }
     let req = session.req_header();
     emit(&AccessLine {
-        request_id: &ctx.request_id,
+        request_id: ctx.request_id.as_str(),
         client_ip: ctx.client_ip,
         method: req.method.as_str(),
         host: crate::headers::request_host(&req.headers, &req.uri),

@@ -73,7 +73,7 @@ impl Refuser {
         let path = parts.next().unwrap_or("-");
         if ctx.snapshot.config.log.access_log {
             telemetry::emit(&AccessLine {
-                request_id: &ctx.request_id,
+                request_id: ctx.request_id.as_str(),
                 client_ip: head.peer,
                 method,
                 host: "-",

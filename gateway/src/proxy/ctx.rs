@@ -10,6 +10,7 @@ use http::HeaderValue;
 use super::respond::GatewayError;
 use crate::config::Route;
 use crate::policy::CompiledPolicy;
+use crate::request_id::RequestId;
 use crate::state::Snapshot;
 use crate::upstream::Pool;
 
@@ -17,7 +18,7 @@ pub struct Ctx {
     /// The config this request started with; a reload does not change it mid-request.
     pub snapshot: Arc<Snapshot>,
     pub started: Instant,
-    pub request_id: String,
+    pub request_id: RequestId,
     /// The client's address after trusted-proxy resolution.
     pub client_ip: Option<IpAddr>,
     /// Index into `snapshot.router.routes()`.
@@ -66,7 +67,7 @@ impl Ctx {
         Ctx {
             snapshot,
             started: Instant::now(),
-            request_id: String::new(),
+            request_id: RequestId::default(),
             client_ip: None,
             route: None,
             tried: Vec::new(),

@@ -104,7 +104,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
         }
         let req = session.req_header();
-        ctx.request_id = request_id::choose(req.headers.get(&X_REQUEST_ID).map(|v| v.as_bytes()));
+        ctx.request_id = request_id::choose(req.headers.get(&X_REQUEST_ID));
         let trusted = &ctx.snapshot.config.server.trusted_proxies;
         let xff = req.headers.get(&X_FORWARDED_FOR).map(|v| v.as_bytes());
         ctx.client_ip = session
@@ -206,7 +206,7 @@ impl ProxyHttp for Gateway {
             // Room for the four added below at once: the map is sized for the client's
             // headers and would otherwise grow (rehashing) more than once on the way.
             h.reserve(4);
-            h.insert(X_REQUEST_ID, header_value(ctx.request_id.as_str())?);
+            h.insert(X_REQUEST_ID, ctx.request_id.header());
             let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
             if let Some(peer) = peer {
                 let xff = headers::forwarded_for(

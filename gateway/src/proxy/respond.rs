@@ -11,8 +11,7 @@ use super::ctx::Ctx;
 use http::{HeaderMap, HeaderValue};
 
 use crate::headers::{
-    edit_response, header_value, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
-    X_REQUEST_ID,
+    edit_response, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID,
 };
 
 /// A failure named for its condition; `info()` is the only status mapping.
@@ -154,7 +153,7 @@ pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) -> pingora_core::Result<(
             + if policy.cors.is_some() { 4 } else { 0 }
             + if ctx.rate.is_some() { 4 } else { 0 },
     );
-    h.insert(X_REQUEST_ID, header_value(ctx.request_id.as_str())?);
+    h.insert(X_REQUEST_ID, ctx.request_id.header());
     // HSTS only where TLS terminates: never on a plain-HTTP response.
     if ctx.tls {
         if let Some(v) = ctx.snapshot.sites.hsts(ctx.site) {
@@ -254,7 +253,7 @@ pub async fn send_error(
     ctx: &Ctx,
     err: GatewayError,
 ) -> pingora_core::Result<()> {
-    let body = error_body(err, &ctx.request_id);
+    let body = error_body(err, ctx.request_id.as_str());
     let resp = error_header(ctx, err, body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
@@ -270,7 +269,7 @@ pub async fn send_error(
 /// the body's length: for where no pingora session is left to write it
 /// (`downstream::refuse`).
 pub fn error_response_bytes(ctx: &Ctx, err: GatewayError) -> (Vec<u8>, usize) {
-    let body = error_body(err, &ctx.request_id);
+    let body = error_body(err, ctx.request_id.as_str());
     let status = http::StatusCode::from_u16(err.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -353,7 +352,7 @@ mod tests {
             .unwrap(),
         );
         let mut ctx = Ctx::new(snapshot, &std::sync::Arc::default());
-        ctx.request_id = "rid-1".into();
+        ctx.request_id = crate::request_id::choose(Some(&http::HeaderValue::from_static("rid-1")));
         let (bytes, body_len) = error_response_bytes(&ctx, GatewayError::BadRequest);
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
