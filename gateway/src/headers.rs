@@ -284,6 +284,37 @@ mod tests {
     }
 
     #[test]
+    fn edited_heads_keep_everything_but_the_case_map() {
+        let mut req = RequestHeader::build("GET", b"/a/b?c=1", None).unwrap();
+        req.insert_header("X-Kept", "1").unwrap();
+        edit_request(&mut req, |h| {
+            h.insert(X_REQUEST_ID, HeaderValue::from_static("r"))
+        });
+        assert!(!req.has_case());
+        assert_eq!(req.raw_path(), b"/a/b?c=1");
+        assert_eq!(req.headers["x-kept"], "1");
+        assert_eq!(req.headers["x-request-id"], "r");
+
+        // A target the URI does not reproduce is put back byte for byte.
+        for target in [&b"http://h.test/p?q"[..], b"/caf\xe9"] {
+            let mut req = RequestHeader::build("GET", target, None).unwrap();
+            edit_request(&mut req, |_| ());
+            assert_eq!(req.raw_path(), target);
+        }
+
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.set_reason_phrase(Some("Fine")).unwrap();
+        resp.insert_header("Set-Cookie", "a=1").unwrap();
+        edit_response(&mut resp, |h| {
+            h.insert(X_REQUEST_ID, HeaderValue::from_static("r"))
+        });
+        assert!(!resp.has_case());
+        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
+        assert_eq!(resp.headers["set-cookie"], "a=1");
+        assert_eq!(resp.headers["x-request-id"], "r");
+    }
+
+    #[test]
     fn untrusted_peer_cannot_claim_an_address() {
         let t = nets(&["10.0.0.0/8"]);
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
