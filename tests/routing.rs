@@ -253,6 +253,16 @@ async fn hop_by_hop_headers_are_not_forwarded_and_dot_segments_refused() {
         assert!(h[gone].is_null(), "{gone} was forwarded: {h}");
     }
 
+    // Naming a header the gateway sets as hop-by-hop would let a client strip it from
+    // what the replica sees: refused (pingora's upstream request policy).
+    let out = raw_request(
+        gw.addr,
+        b"GET /api/whoami HTTP/1.1\r\nHost: localhost\r\nConnection: close, X-Forwarded-For\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert!(out.contains("\"request_id\""), "{out}");
+
     let out = raw_request(
         gw.addr,
         b"GET /api/../admin HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
