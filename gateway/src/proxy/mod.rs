@@ -288,7 +288,8 @@ impl ProxyHttp for Gateway {
         headers::edit_response(resp, |h| {
             headers::strip_response_hop_by_hop(h);
             respond::finish_header_map(h, ctx)
-        })
+        });
+        Ok(())
     }
 
     fn fail_to_connect(

@@ -3,13 +3,12 @@
 //! with a generic message; internal error text goes to the log only.
 
 use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
-use http::{HeaderMap, HeaderValue};
-
 use crate::headers::{
     edit_response, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID,
 };
@@ -139,12 +138,12 @@ impl GatewayError {
 /// Headers every response gets, proxied or gateway-made: the one function both paths
 /// call. Request id, the route's header rules (security headers), CORS and rate-limit
 /// state.
-pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) -> pingora_core::Result<()> {
+pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
     edit_response(resp, |h| finish_header_map(h, ctx))
 }
 
 /// [`finish_headers`] on a header map already taken out of its head.
-pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) -> pingora_core::Result<()> {
+pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) {
     let policy = ctx.policy();
     // Room for everything added below at once, so the map grows (rehashing) once at
     // most, not once per few headers.
@@ -172,7 +171,6 @@ pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) -> pingora_core::Result<(
             h.insert(http::header::RETRY_AFTER, HeaderValue::from(after));
         }
     }
-    Ok(())
 }
 
 /// Sends a plain-HTTP request to the same host, path and query over HTTPS.
@@ -188,7 +186,7 @@ pub async fn send_redirect(
     let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    finish_headers(&mut resp, ctx)?;
+    finish_headers(&mut resp, ctx);
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -204,7 +202,7 @@ pub async fn send_challenge(
     let mut resp = ResponseHeader::build_no_case(200, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
     resp.insert_header(http::header::CONTENT_LENGTH, answer.len())?;
-    finish_headers(&mut resp, ctx)?;
+    finish_headers(&mut resp, ctx);
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(answer)), true)
@@ -222,7 +220,7 @@ pub async fn send_preflight(
         resp.insert_header(n, v)?;
     }
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    finish_headers(&mut resp, ctx)?;
+    finish_headers(&mut resp, ctx);
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -243,7 +241,7 @@ fn error_header(
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    finish_headers(&mut resp, ctx)?;
+    finish_headers(&mut resp, ctx);
     Ok(resp)
 }
 
