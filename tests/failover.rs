@@ -66,6 +66,14 @@ async fn failing_health_checks_take_a_replica_out_and_recovery_brings_it_back() 
         log.contains("\"event\":\"replica_unhealthy\"") && log.contains(&rs[1].addr.to_string()),
         "{log}"
     );
+    // The replicas left share the load evenly: rotating over all three and skipping
+    // the one out would send r1 two requests in three (r2's share to its successor).
+    let mut counts = std::collections::HashMap::new();
+    for _ in 0..40 {
+        *counts.entry(replica_of(&c, &url).await).or_insert(0) += 1;
+    }
+    assert_eq!(counts.get("r1"), Some(&20), "{counts:?}");
+    assert_eq!(counts.get("r3"), Some(&20), "{counts:?}");
 
     rs[1].set_maintenance(false);
     let back_after = until_consecutive(&c, &url, 1, limit, |r| r == "r2").await;
