@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# User and system CPU time per request of each proxy, beside how idle the other core
+# (wrk and the replicas) is, read from /proc around one wrk run per target. Explains the
+# system-time gap that callgrind (user space only) cannot see; docs/performance.md
+# quotes it. Loopback only, about 15 s per target.
+#
+#   bench/cpu-split.sh                 # gateway and nginx at saturation
+#   RATE=5000 bench/cpu-split.sh       # at a fixed offered rate instead
+#   bench/cpu-split.sh gateway haproxy # other targets
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUN="$(mktemp -d /tmp/gateway-cpu-split.XXXXXX)"
+trap 'python3 bench/measure.py --run "$RUN" --stop-all' EXIT
+source bench/prepare.sh nginx caddy haproxy wrk
+python3 - "$RUN" "${RATE:-0}" "${@:-gateway nginx}" <<'PY'
+import glob, os, sys
+sys.path.insert(0, "bench")
+import measure
+run, rate, targets = sys.argv[1], int(sys.argv[2]), " ".join(sys.argv[3:]).split()
+SECONDS = 8
+measure.setup(run)
+measure.spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", run], 0)
+assert all(measure.wait_port(p) for p in measure.UPSTREAMS)
+
+def process(pids):
+    """utime + stime (clock ticks), minor faults, context switches, over all threads."""
+    user = system = faults = switches = 0
+    for pid in pids:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        faults += int(fields[7]); user += int(fields[11]); system += int(fields[12])
+        for status in glob.glob(f"/proc/{pid}/task/*/status"):
+            for line in open(status):
+                if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
+                    switches += int(line.split()[1])
+    return user, system, faults, switches
+
+def core0():
+    """(idle + iowait, total) jiffies of core 0, where wrk and the replicas run."""
+    for line in open("/proc/stat"):
+        if line.startswith("cpu0 "):
+            v = [int(x) for x in line.split()[1:]]
+            return v[3] + v[4], sum(v)
+
+print(f"{'target':8} {'req/s':>7} {'user us/req':>12} {'sys us/req':>11} "
+      f"{'faults/req':>10} {'switches/req':>12} {'core 0 idle':>11}")
+for target in targets:
+    proc = measure.start_target(run, target, False)
+    url = f"http://127.0.0.1:{measure.PORTS[target][0]}/"
+    measure.run_wrk(url, 2, 50)  # warm up
+    pids = measure.tree(proc.pid)
+    p0, c0 = process(pids), core0()
+    res = measure.run_wrk_rate(url, SECONDS, 50, rate) if rate else measure.run_wrk(url, SECONDS, 50)
+    p1, c1 = process(pids), core0()
+    n = res["requests"]
+    user, system, faults, switches = (b - a for a, b in zip(p0, p1))
+    idle = (c1[0] - c0[0]) / max(1, c1[1] - c0[1])
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK")
+    print(f"{target:8} {n / SECONDS:7.0f} {user * tick_us / n:12.1f} {system * tick_us / n:11.1f} "
+          f"{faults / n:10.3f} {switches / n:12.3f} {idle:11.0%}", flush=True)
+    measure.stop(proc)
+PY
