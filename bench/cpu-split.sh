@@ -23,16 +23,17 @@ measure.spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", run
 assert all(measure.wait_port(p) for p in measure.UPSTREAMS)
 
 def process(pids):
-    """utime + stime (clock ticks), minor faults, context switches, over all threads."""
-    user = system = faults = switches = 0
+    """(user ticks, system ticks, minor faults, context switches) over all threads."""
+    switches = 0
     for pid in pids:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        faults += int(fields[7]); user += int(fields[11]); system += int(fields[12])
         for status in glob.glob(f"/proc/{pid}/task/*/status"):
-            for line in open(status):
-                if line.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")):
-                    switches += int(line.split()[1])
-    return user, system, faults, switches
+            try:
+                lines = open(status).read().splitlines()
+            except OSError:  # a thread that ended meanwhile
+                continue
+            switches += sum(int(l.split()[1]) for l in lines
+                            if l.startswith(("voluntary_ctxt", "nonvoluntary_ctxt")))
+    return (*measure.proc_times(pids), switches)
 
 def core0():
     """(idle + iowait, total) jiffies of core 0, where wrk and the replicas run."""

@@ -91,15 +91,23 @@ def tree(pid):
     return out
 
 
-def cpu_ticks(pids):
-    total = 0
+def proc_times(pids):
+    """(user, system) CPU in clock ticks and minor page faults, summed over `pids`."""
+    user = system = faults = 0
     for p in pids:
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            faults += int(fields[7])
+            user += int(fields[11])
+            system += int(fields[12])
         except OSError:
             pass
-    return total
+    return user, system, faults
+
+
+def cpu_ticks(pids):
+    user, system, _ = proc_times(pids)
+    return user + system
 
 
 def mem_kib(pids, key):
