@@ -20,9 +20,11 @@ pub struct Pool {
     pub config: config::Pool,
     lb: LoadBalancer<RoundRobin>,
     /// The replicas ready for traffic, in the backend set's order. Readiness changes
-    /// only when a health-check pass or a DNS refresh ends, so the list is rebuilt then
-    /// (`sync_ready`) and selection reads one snapshot: asking pingora per candidate
-    /// costs two SipHash lookups each (~1k instructions per request).
+    /// only inside a health-check pass or a DNS refresh, so the list is rebuilt when
+    /// either ends (`sync_ready`) and selection reads one snapshot: asking pingora per
+    /// candidate costs two SipHash lookups each (~1k instructions per request). A flip
+    /// is seen when its pass ends, at most one check `timeout` later when another
+    /// replica's check hangs; retries cover a replica that died meanwhile.
     ready: ArcSwap<Vec<SocketAddr>>,
     /// Held while `ready` is rebuilt, so a rebuild that read older state cannot store
     /// it over a newer one (a DNS refresh and a health pass may end together).
