@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -30,6 +30,9 @@ pub struct PoolHealthCheck {
     /// therefore flip a failing replica on its first failure, not after N of them.
     first_pass_done: Arc<AtomicBool>,
     last: Arc<LastChecks>,
+    /// The pool this check belongs to, set once the pool exists: a flip rebuilds its
+    /// ready list at once (weak, since the pool owns this check).
+    owner: Arc<OnceLock<Weak<Pool>>>,
 }
 
 /// The most recent check of one replica, for `/status`.
@@ -49,6 +52,7 @@ impl PoolHealthCheck {
         replicas: &[String],
         first_pass_done: Arc<AtomicBool>,
         last: Arc<LastChecks>,
+        owner: Arc<OnceLock<Weak<Pool>>>,
     ) -> Self {
         // Send the Host an app expects from its own name (frameworks that check Host
         // would fail a check sent with an arbitrary one).
@@ -82,6 +86,7 @@ impl PoolHealthCheck {
             unhealthy_after: h.unhealthy_after,
             first_pass_done,
             last,
+            owner,
         }
     }
 }
@@ -105,6 +110,10 @@ impl HealthCheck for PoolHealthCheck {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        // pingora has flipped the replica's readiness just before calling this.
+        if let Some(pool) = self.owner.get().and_then(Weak::upgrade) {
+            pool.sync_ready();
+        }
         if healthy {
             tracing::info!(event = "replica_healthy", pool = %self.pool, replica = %target.addr, "replica back in rotation");
         } else {

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -19,15 +19,14 @@ use crate::config;
 pub struct Pool {
     pub config: config::Pool,
     lb: LoadBalancer<RoundRobin>,
-    /// The replicas ready for traffic, in the backend set's order. Readiness changes
-    /// only inside a health-check pass or a DNS refresh, so the list is rebuilt when
-    /// either ends (`sync_ready`) and selection reads one snapshot: asking pingora per
-    /// candidate costs two SipHash lookups each (~1k instructions per request). A flip
-    /// is seen when its pass ends, at most one check `timeout` later when another
-    /// replica's check hangs; retries cover a replica that died meanwhile.
+    /// The replicas ready for traffic, in the backend set's order, rebuilt
+    /// (`sync_ready`) whenever pingora flips a replica (the health check's status
+    /// callback) and after each DNS refresh: selection reads one snapshot, where asking
+    /// pingora per candidate costs two SipHash lookups each (~1k instructions per
+    /// request).
     ready: ArcSwap<Vec<SocketAddr>>,
     /// Held while `ready` is rebuilt, so a rebuild that read older state cannot store
-    /// it over a newer one (a DNS refresh and a health pass may end together).
+    /// it over a newer one (a DNS refresh and a health flip may come together).
     ready_sync: Mutex<()>,
     /// The round-robin position over `ready` (see `select`).
     next: AtomicUsize,
@@ -50,6 +49,7 @@ impl Pool {
         }));
         let first_pass_done = Arc::new(AtomicBool::new(false));
         let last_checks = Arc::new(LastChecks::new());
+        let owner = Arc::new(OnceLock::new());
         if let Some(h) = &cfg.health {
             let check = PoolHealthCheck::new(
                 &cfg.name,
@@ -57,6 +57,7 @@ impl Pool {
                 &cfg.replicas,
                 Arc::clone(&first_pass_done),
                 Arc::clone(&last_checks),
+                Arc::clone(&owner),
             );
             backends.set_health_check(Box::new(check));
         }
@@ -75,11 +76,13 @@ impl Pool {
             last_checks,
         };
         pool.sync_ready();
-        Ok(Arc::new(pool))
+        let pool = Arc::new(pool);
+        let _ = owner.set(Arc::downgrade(&pool));
+        Ok(pool)
     }
 
     /// Rebuilds `ready` from pingora's backend set and health state.
-    fn sync_ready(&self) {
+    pub(super) fn sync_ready(&self) {
         // A poisoned lock only means another rebuild panicked; the list is still whole.
         let _held = self.ready_sync.lock().unwrap_or_else(|e| e.into_inner());
         let backends = self.lb.backends();
@@ -151,7 +154,6 @@ impl Pool {
     pub async fn run_health_check(&self) {
         if self.config.health.is_some() {
             self.lb.backends().run_health_check(true).await;
-            self.sync_ready();
         }
     }
 
