@@ -1,7 +1,7 @@
 //! Health checks, passive failover and gateway-made 502/503/504, with real processes.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,7 +68,7 @@ async fn failing_health_checks_take_a_replica_out_and_recovery_brings_it_back() 
     );
     // The replicas left share the load evenly: rotating over all three and skipping
     // the one out would send r1 two requests in three (r2's share to its successor).
-    let mut counts = std::collections::HashMap::new();
+    let mut counts = HashMap::new();
     for _ in 0..40 {
         *counts.entry(replica_of(&c, &url).await).or_insert(0) += 1;
     }
