@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmarks the gateway beside nginx, Caddy and HAProxy on this machine, in the same
-# run: one command, bounded (about 10 minutes), loopback only, stopping only what it
+# run: one command, bounded (about 22 minutes), loopback only, stopping only what it
 # started. Results: bench/results/latest.md (table) and latest.json (raw rounds).
 #
 #   bench/run.sh                  # 3 rounds, 10 s per measurement
