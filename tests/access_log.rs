@@ -1,0 +1,129 @@
+//! The access log seen from outside: every request gets exactly one JSON access line,
+//! whoever answers it (a replica, a refusal, a redirect, a preflight, a failed upstream),
+//! found by the request id the client sent.
+#![allow(clippy::unwrap_used)]
+
+use e2e::*;
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_request_gets_exactly_one_access_log_line() {
+    let a = Replica::start("a");
+    let dead = dead_port();
+    let cfg = format!(
+        r#"
+[[listeners]]
+address = "{{listen}}"
+[[listeners]]
+address = "{{tls}}"
+tls = true
+[tls]
+state_dir = "{state}"
+[[sites]]
+names = ["secure.test"]
+certificate = "internal"
+[rate_limits.one]
+rate = "1 per 1h"
+[cors.app]
+allow_origins = ["https://app.test"]
+[pools.a]
+replicas = ["{a}"]
+[pools.dead]
+replicas = ["127.0.0.1:{dead}"]
+[[routes]]
+path = "/api"
+pool = "a"
+max_body_size = "10"
+cors = "app"
+[[routes]]
+path = "/once"
+strip_prefix = true
+pool = "a"
+rate_limits = ["one"]
+[[routes]]
+path = "/private"
+pool = "a"
+allow = ["10.0.0.0/8"]
+[[routes]]
+path = "/dead"
+pool = "dead"
+"#,
+        state = tempfile::tempdir().unwrap().keep().display(),
+        a = a.addr
+    );
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    use reqwest::Method;
+    // (method, path, Host, body, extra header, expected status; None: whatever the
+    // replica answers, since an OPTIONS without Origin is no preflight and is proxied).
+    type Case<'a> = (
+        Method,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        Option<(&'a str, &'a str)>,
+        Option<u16>,
+    );
+    let cases: [Case; 9] = [
+        (Method::GET, "/api/whoami", None, None, None, Some(200)),
+        (Method::GET, "/nowhere", None, None, None, Some(404)),
+        (Method::GET, "/once/api/whoami", None, None, None, Some(200)),
+        (Method::GET, "/once/api/whoami", None, None, None, Some(429)),
+        (
+            Method::POST,
+            "/api/echo",
+            None,
+            Some("far more than ten bytes"),
+            None,
+            Some(413),
+        ),
+        (Method::GET, "/private", None, None, None, Some(403)),
+        (Method::GET, "/dead", None, None, None, Some(502)),
+        (
+            Method::GET,
+            "/api/whoami",
+            Some("secure.test"),
+            None,
+            None,
+            Some(308),
+        ),
+        (
+            Method::OPTIONS,
+            "/api/items",
+            None,
+            None,
+            Some(("Access-Control-Request-Method", "POST")),
+            None,
+        ),
+    ];
+    let mut sent = Vec::new();
+    for (i, (method, path, host, body, extra, want)) in cases.into_iter().enumerate() {
+        let id = format!("id-{i}");
+        let mut req = c.request(method, gw.url(path)).header("X-Request-ID", &id);
+        if let Some(h) = host {
+            req = req.header("Host", h);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_owned());
+        }
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        let got = req.send().await.unwrap().status().as_u16();
+        if let Some(want) = want {
+            assert_eq!(got, want, "request {i}");
+        }
+        sent.push(id);
+    }
+    for id in &sent {
+        let line = gw.access_line(id);
+        assert!(line["status"].as_u64().is_some(), "{line}");
+        let count = gw
+            .log_text()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "access" && v["request_id"] == id.as_str())
+            .count();
+        assert_eq!(count, 1, "request {id} has {count} access lines");
+    }
+}
