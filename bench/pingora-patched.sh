@@ -4,7 +4,7 @@
 # builds the gateway against them (release; a target dir of its own, so
 # target/release keeps the unpatched build) and counts instructions per request with
 # bench/callgrind.sh, patched and unpatched in the same run, then req/s and CPU per
-# request from wrk in alternating rounds (ROUNDS, default 3; plain HTTP, 10 s each).
+# request from wrk in alternating rounds (ROUNDS, default 3; 10 s each).
 # Usage: bench/pingora-patched.sh NAME [plain|policy]   (about 17 minutes the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ bench/callgrind.sh "$SCENARIO" | tail -1
 echo "== with $NAME.patch"
 GATEWAY_BIN=target/pingora-patched/release/gateway bench/callgrind.sh "$SCENARIO" | tail -1
 
-echo "== wall clock, alternating rounds (plain HTTP, wrk 1 thread, 50 connections, 10 s)"
+echo "== wall clock, alternating rounds ($SCENARIO, wrk 1 thread, 50 connections, 10 s)"
 RUN="$WORK/run"
 mkdir -p "$RUN"
 trap 'python3 bench/measure.py --run "$RUN" --stop-all; cp "$WORK/Cargo.lock.orig" Cargo.lock' EXIT
@@ -65,7 +65,7 @@ for r in range(rounds):
         os.environ["PATH"] = f"{os.path.abspath(builds[build])}:{path}"
         gw = measure.start_target(run, "gateway", scenario == "policy")
         measure.run_wrk(f"http://127.0.0.1:{measure.PORTS['gateway'][0]}/", 2, 50)  # warm up
-        res = measure.measure(run, "gateway", gw, "http", 10, 50)
+        res = measure.measure(run, "gateway", gw, "policy" if scenario == "policy" else "http", 10, 50)
         measure.stop(gw)
         seen[build].append(res)
         print(f"round {r + 1} {build}: {res['rps']:.0f} req/s, {res['cpu_us_per_req']:.1f} us/req")

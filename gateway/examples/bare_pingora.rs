@@ -4,7 +4,7 @@
 //! gateway's release profile and allocator. Not part of the product.
 //!
 //! Usage: `bare_pingora LISTEN UPSTREAM...`, e.g.
-//! `bare_pingora 127.0.0.1:9201 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103`
+//! `bare_pingora 127.0.0.1:9601 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103` (as bench/ runs it)
 
 use std::sync::Arc;
 
