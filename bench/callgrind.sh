@@ -22,8 +22,7 @@ sys.path.insert(0, "bench")
 import measure
 run, scenario = sys.argv[1], sys.argv[2]
 measure.setup(run)
-up = measure.spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", run], 0)
-assert all(measure.wait_port(p) for p in measure.UPSTREAMS)
+up = measure.start_upstreams(run)
 cfg = f"{run}/gateway.toml"
 open(cfg, "w").write(measure.gateway_config(run, scenario == "policy"))
 gw = measure.spawn(run, "gateway-callgrind",

@@ -19,8 +19,7 @@ import measure
 run, rate, targets = sys.argv[1], int(sys.argv[2]), " ".join(sys.argv[3:]).split()
 SECONDS = 8
 measure.setup(run)
-measure.spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", run], 0)
-assert all(measure.wait_port(p) for p in measure.UPSTREAMS)
+measure.start_upstreams(run)
 
 def process(pids):
     """(user ticks, system ticks, minor faults, context switches) over all threads."""

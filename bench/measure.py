@@ -147,6 +147,13 @@ http {{
 """)
 
 
+def start_upstreams(run):
+    """The three nginx replicas every target proxies to, on core 0 (after `setup`)."""
+    up = spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", str(run)], 0)
+    assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
+    return up
+
+
 def spawn_apis(run, ports):
     """Three upstream-api replicas on `ports`, on core 0 with the load generator."""
     apis = [spawn(run, f"api{i}", ["upstream-api", "--listen", f"127.0.0.1:{p}", "--replica-id", f"r{i}"], 0)
@@ -452,8 +459,7 @@ def main():
         stop_all(a.run)
         return
     setup(a.run)
-    up = spawn(a.run, "upstream", ["nginx", "-c", str(Path(a.run) / "upstream.conf"), "-p", a.run], 0)
-    assert all(wait_port(p) for p in UPSTREAMS), "upstream nginx did not start"
+    up = start_upstreams(a.run)
     apis = spawn_apis(a.run, API_UPSTREAMS)
     plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy")
             for s in ("http", "https", "https-new", "h2", "rate")]

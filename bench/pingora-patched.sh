@@ -55,8 +55,7 @@ import measure
 run, rounds, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 builds = {"unpatched": "target/release", "patched": "target/pingora-patched/release"}
 measure.setup(run)
-up = measure.spawn(run, "upstream", ["nginx", "-c", f"{run}/upstream.conf", "-p", run], 0)
-assert all(measure.wait_port(p) for p in measure.UPSTREAMS)
+up = measure.start_upstreams(run)
 path = os.environ["PATH"]
 seen = {b: [] for b in builds}
 for r in range(rounds):
