@@ -11,8 +11,8 @@ use pingora_core::apps::http_app::ServeHttp;
 use pingora_core::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::proxy::ctx::Lifecycle;
 use crate::reload::{Outcome, Reloader};
 use crate::state::{SharedState, Snapshot};
 
@@ -54,10 +54,7 @@ impl AdminApp {
         else {
             return false;
         };
-        let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let ip = crate::net::canonical(ip);
         // The host itself is always allowed (a container's HEALTHCHECK, `gateway reload`);
         // without a list, loopback only.
         let this_host = ip == std::net::Ipv4Addr::LOCALHOST || ip == std::net::Ipv6Addr::LOCALHOST;
@@ -194,11 +191,13 @@ impl ServeHttp for AdminApp {
                 }
             }
             (Method::GET, "/metrics") => {
-                let text = self.metrics.render(
-                    &snapshot,
-                    self.lifecycle.in_flight(),
-                    self.accepted.accepted(),
-                );
+                let text = self.metrics.render(crate::metrics::Scrape {
+                    listeners: &snapshot.config.listeners,
+                    pools: &snapshot.pools,
+                    limiters: &snapshot.limiters,
+                    in_flight: self.lifecycle.in_flight(),
+                    accepted: self.accepted.accepted(),
+                });
                 respond(
                     StatusCode::OK,
                     "text/plain; version=0.0.4",

@@ -16,8 +16,9 @@ use pingora_core::services::listening::Service;
 
 use crate::admin::AdminApp;
 use crate::config::Config;
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::proxy::ctx::Lifecycle;
+use crate::proxy::refuse::HeadRefuser;
 use crate::proxy::Gateway;
 use crate::ratelimit::sweeper::Sweeper;
 use crate::reload::Reloader;
@@ -33,7 +34,7 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 /// connections then cost about 1 GiB. Plain HTTP reads straight into the request
 /// parser's own buffer instead; TLS keeps one TLS record's worth (rustls reads in 16 KiB
 /// chunks). The write side's buffer is ours, held only while a response is written
-/// (`downstream/coalesce.rs`). See docs/performance.md for the measurements.
+/// (`connection/coalesce.rs`). See docs/performance.md for the measurements.
 const PLAIN_READ_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(0),
     write: Some(0),
@@ -125,12 +126,16 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         Arc::clone(&tls),
     );
     // Pingora's HTTP proxy, wrapped so each client connection passes the per-client cap
-    // and gets a request-head deadline (downstream.rs) before pingora reads from it.
-    let edge = crate::downstream::EdgeApp::new(
+    // and gets a request-head deadline (connection/) before pingora reads from it.
+    let limits_state = Arc::clone(&state);
+    let edge = crate::connection::EdgeApp::new(
         pingora_proxy::http_proxy(&server.configuration, gateway),
-        Arc::clone(&state),
-        Arc::clone(&metrics),
-        Arc::clone(&lifecycle),
+        Arc::new(move || limits_state.load().config.limits),
+        crate::connection::Counters {
+            header_timeouts: metrics.header_timeouts.clone(),
+            over_cap: metrics.connections_over_cap.clone(),
+        },
+        Arc::new(HeadRefuser::new(Arc::clone(&state), Arc::clone(&metrics))),
     );
     let mut proxy = pingora_core::services::listening::Service::new("gateway".to_owned(), edge);
     for l in &listeners {
@@ -185,12 +190,20 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
 
     server.add_service(background_service(
         "health checks",
-        HealthService::new(Arc::clone(&state)),
+        HealthService::new({
+            let state = Arc::clone(&state);
+            move || state.load().pools.clone()
+        }),
     ));
     let limiter_state = Arc::clone(&state);
     let sweeper = Sweeper::new(move || limiter_state.load().limiters.clone());
     server.add_service(background_service("rate-limit sweeper", sweeper));
-    let certs = CertManager::new(Arc::clone(&state), Arc::clone(&tls), Arc::clone(&metrics));
+    let config_state = Arc::clone(&state);
+    let certs = CertManager::new(
+        move || Arc::clone(&config_state.load().config),
+        Arc::clone(&tls),
+        Arc::clone(&metrics),
+    );
     server.add_service(background_service("certificates", certs));
     server.add_service(background_service(
         "sighup reload",

@@ -5,6 +5,7 @@
 //! are computed at scrape time from the current snapshot, costing the request path
 //! nothing.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
@@ -12,7 +13,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::state::Snapshot;
+use crate::config::Listener;
+use crate::ratelimit::Limiter;
+use crate::upstream::Pool;
 
 /// Request latency buckets: sub-millisecond to 10 s.
 const LATENCY_BUCKETS: [f64; 14] = [
@@ -261,19 +264,22 @@ impl Metrics {
         self.last_reload_success.set(now);
     }
 
-    /// The text exposition, with scrape-time gauges refreshed from `snapshot`.
-    pub fn render(&self, snapshot: &Snapshot, in_flight: usize, accepted: u64) -> String {
+    /// The text exposition, with scrape-time gauges refreshed from what is running now
+    /// (the admin listener hands in the current snapshot's parts).
+    pub fn render(&self, now: Scrape<'_>) -> String {
+        let Scrape {
+            listeners,
+            pools,
+            limiters,
+            in_flight,
+            accepted,
+        } = now;
         // A counter that mirrors the connection filter's atomic.
         let delta = accepted.saturating_sub(self.connections_accepted.get());
         self.connections_accepted.inc_by(delta);
-        let ports: Vec<u16> = snapshot
-            .config
-            .listeners
-            .iter()
-            .map(|l| l.address.port())
-            .collect();
+        let ports: Vec<u16> = listeners.iter().map(|l| l.address.port()).collect();
         let open = crate::connections::open_by_port(&ports);
-        for l in &snapshot.config.listeners {
+        for l in listeners {
             let n = open.get(&l.address.port()).copied().unwrap_or(0);
             self.connections_open
                 .with_label_values(&[&l.address.to_string()])
@@ -281,7 +287,7 @@ impl Metrics {
         }
         self.upstream_healthy.reset();
         self.pool_healthy.reset();
-        for pool in &snapshot.pools {
+        for pool in pools {
             let mut healthy = 0;
             for replica in &pool.replicas() {
                 let ok = pool.is_healthy(*replica);
@@ -295,7 +301,7 @@ impl Metrics {
                 .set(healthy);
         }
         self.ratelimit_tracked.reset();
-        for l in &snapshot.limiters {
+        for l in limiters {
             self.ratelimit_tracked
                 .with_label_values(&[&l.config.name])
                 .set(l.tracked() as i64);
@@ -307,6 +313,15 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What the scrape-time gauges are read from.
+pub struct Scrape<'a> {
+    pub listeners: &'a [Listener],
+    pub pools: &'a [Arc<Pool>],
+    pub limiters: &'a [Arc<Limiter>],
+    pub in_flight: usize,
+    pub accepted: u64,
 }
 
 /// A bounded method label: the standard methods, else `OTHER`.

@@ -1,12 +1,9 @@
 //! Logs: JSON (or pretty) lines on stdout through `tracing`, pingora's own `log`
-//! records included, and the one access-log line per request.
-
-use pingora_core::Error;
-use pingora_proxy::Session;
+//! records included, and where access lines go (`emit`; the proxy's `logging` phase
+//! writes one per request, `proxy/log.rs`).
 
 use crate::access_line::AccessLine;
 use crate::config::{Log, LogFormat};
-use crate::proxy::ctx::Ctx;
 
 /// The format of the installed subscriber: the first `init` wins, as for the subscriber.
 static FORMAT: std::sync::OnceLock<LogFormat> = std::sync::OnceLock::new();
@@ -31,28 +28,6 @@ pub fn init(log: &Log) {
     };
     // A second init (tests, or `run` after `check`) keeps the first subscriber.
     drop(installed);
-}
-
-/// One line per request, written after the response (or failure) is complete.
-pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
-    if !ctx.snapshot.config.log.access_log {
-        return;
-    }
-    let req = session.req_header();
-    emit(&AccessLine {
-        request_id: ctx.request_id.as_str(),
-        client_ip: ctx.client_ip,
-        method: req.method.as_str(),
-        host: crate::headers::request_host(&req.headers, &req.uri),
-        path: req.uri.path(),
-        status: session.response_written().map_or(0, |r| r.status.as_u16()),
-        bytes: session.body_bytes_sent(),
-        duration_us: ctx.started.elapsed().as_micros(),
-        route: ctx.route().map_or("-", |r| &*r.name),
-        upstream: ctx.tried.last().copied(),
-        attempts: ctx.tried.len(),
-        error: e.map(|e| e.etype().as_str()),
-    });
 }
 
 /// Writes an access line where the log level lets `access` through: JSON lines

@@ -4,14 +4,10 @@
 //! `load(path)` is the only entry: it returns a fully checked `Config` or every problem
 //! found, each naming file, line:column, key and what is wrong.
 
-mod cors;
+pub mod defaults;
 mod doc;
 mod error;
-mod policy;
-mod pools;
-mod routes;
 mod schema;
-mod tls;
 mod validate;
 
 use std::net::SocketAddr;

@@ -8,7 +8,9 @@ use pingora_core::Result;
 use pingora_proxy::Session;
 
 use super::ctx::{Ctx, RateInfo};
-use super::respond::{send_challenge, send_error, send_preflight, send_redirect, GatewayError};
+use super::error::GatewayError;
+use super::respond::{send_challenge, send_error, send_preflight, send_redirect};
+use crate::headers::framing;
 use crate::policy::access;
 use crate::ratelimit::key::key_for;
 use crate::tls::sites::ACME_CHALLENGE_PREFIX;
@@ -75,10 +77,10 @@ fn check(
         }
     }
     let keepalive_off = session.as_downstream().get_keepalive().is_none();
-    if access::had_length_and_chunked(req, keepalive_off, shutting_down) {
+    if framing::had_length_and_chunked(req, keepalive_off, shutting_down) {
         return Err(GatewayError::AmbiguousFraming);
     }
-    if access::header_size(req) > ctx.snapshot.config.limits.max_header_size {
+    if framing::header_size(req) > ctx.snapshot.config.limits.max_header_size {
         return Err(GatewayError::HeadersTooLarge);
     }
     if !headers::host_acceptable(&req.headers, &req.uri, req.version) {
@@ -117,7 +119,7 @@ fn check(
             }
         }
     }
-    if access::content_length(req).is_some_and(|n| n > policy.max_body_size) {
+    if framing::content_length(req).is_some_and(|n| n > policy.max_body_size) {
         return Err(GatewayError::PayloadTooLarge);
     }
     let mut tightest: Option<RateInfo> = None;

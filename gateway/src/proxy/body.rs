@@ -23,15 +23,12 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
-use super::respond::GatewayError;
-use crate::policy::access;
+use super::error::GatewayError;
+use crate::headers::framing;
 
-/// Pingora's retry buffer (`BODY_BUF_LIMIT`), the channel a buffered body goes out by.
-const RETRY_BUFFER: u64 = 64 * 1024;
-
-/// The smallest non-zero `request_buffer`: a chunked body is read through the retry
-/// buffer, so a smaller limit could not be honoured for it.
-pub const MIN_REQUEST_BUFFER: u64 = RETRY_BUFFER;
+/// Pingora's retry buffer (`BODY_BUF_LIMIT`), the channel a buffered body goes out by
+/// (and so the smallest non-zero `request_buffer` the config accepts).
+const RETRY_BUFFER: u64 = crate::config::defaults::MIN_REQUEST_BUFFER;
 
 /// What the request filter read of the body, for `request_body_filter` to send.
 #[derive(Default)]
@@ -60,7 +57,7 @@ pub async fn read_ahead(session: &mut Session, ctx: &mut Ctx) -> Result<()> {
     let declared = if chunked {
         None
     } else {
-        access::content_length(req)
+        framing::content_length(req)
     };
     match declared {
         Some(n) if n <= limit => {}

@@ -1,14 +1,14 @@
 //! Per-request state carried through the pingora phases.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::HeaderValue;
 
-use super::respond::GatewayError;
+use super::error::GatewayError;
 use crate::config::Route;
+use crate::lifecycle::{InFlight, Lifecycle};
 use crate::policy::CompiledPolicy;
 use crate::request_id::RequestId;
 use crate::state::Snapshot;
@@ -102,42 +102,5 @@ impl Ctx {
 
     pub fn pool(&self) -> Option<&Arc<Pool>> {
         self.route().and_then(|r| self.snapshot.pools.get(r.pool))
-    }
-}
-
-/// Process-wide request bookkeeping shared by the proxy and the drain watcher.
-#[derive(Default)]
-pub struct Lifecycle {
-    in_flight: AtomicUsize,
-    shutting_down: AtomicBool,
-}
-
-impl Lifecycle {
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.load(Ordering::Relaxed)
-    }
-
-    pub fn begin_shutdown(&self) {
-        self.shutting_down.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Counts one request in progress, so a graceful shutdown can end as soon as none is.
-struct InFlight(Arc<Lifecycle>);
-
-impl InFlight {
-    fn new(lifecycle: &Arc<Lifecycle>) -> Self {
-        lifecycle.in_flight.fetch_add(1, Ordering::AcqRel);
-        InFlight(Arc::clone(lifecycle))
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

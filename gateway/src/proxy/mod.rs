@@ -4,6 +4,9 @@
 mod admit;
 pub mod body;
 pub mod ctx;
+pub mod error;
+mod log;
+pub mod refuse;
 pub mod respond;
 
 use std::sync::Arc;
@@ -14,16 +17,18 @@ use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
-use crate::downstream::ClientStream;
+use crate::connection::ClientHandle;
 use crate::headers::{
     self, header_value, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 use crate::tls::TlsState;
-use crate::{request_id, routing, telemetry};
-use ctx::{Ctx, Lifecycle};
-use respond::{send_error, GatewayError};
+use crate::{request_id, routing};
+use ctx::Ctx;
+use error::GatewayError;
+use respond::send_error;
 
 pub struct Gateway {
     state: SharedState,
@@ -88,14 +93,8 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         // The head is in: its deadline is met; the body gets its own read timeout.
-        let (over_cap, bare_lf) = match session.as_downstream().stream().and_then(ClientStream::of)
-        {
-            Some(client) => {
-                client.head_received();
-                (client.over_cap(), client.head_had_bare_lf())
-            }
-            None => (false, false),
-        };
+        let (over_cap, bare_lf) = ClientHandle::of(session.as_downstream().stream())
+            .map_or((false, false), ClientHandle::head_received);
         let limits = &ctx.snapshot.config.limits;
         session.set_read_timeout(Some(limits.body_timeout));
         if limits.keepalive_timeout.is_zero() {
@@ -287,7 +286,7 @@ impl ProxyHttp for Gateway {
         ctx.response_started = true;
         headers::edit_response(resp, |h| {
             headers::strip_response_hop_by_hop(h);
-            respond::finish_header_map(h, ctx)
+            respond::finish_header_map(h, &ctx.finish())
         });
         Ok(())
     }
@@ -367,22 +366,11 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if let Some(client) = session.as_downstream().stream().and_then(ClientStream::of) {
+        if let Some(client) = ClientHandle::of(session.as_downstream().stream()) {
             client.request_done();
         }
-        telemetry::access_log(session, e, ctx);
-        let route = ctx.route().map_or("-", |r| &*r.name);
-        let status_code = session.response_written().map(|r| r.status);
-        let status = status_code.as_ref().map_or("0", |s| s.as_str());
-        let method = crate::metrics::method_label(&session.req_header().method);
-        self.metrics
-            .request_done(route, method, status, ctx.started.elapsed());
-        if let Some(limit) = &ctx.rate_limited_by {
-            self.metrics
-                .ratelimit_rejected
-                .with_label_values(&[route, limit])
-                .inc();
-        }
+        log::access_log(session, e, ctx);
+        log::record(&self.metrics, session, ctx);
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {

@@ -4,166 +4,75 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue};
-use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-use super::ctx::Ctx;
+use super::ctx::{Ctx, RateInfo};
+use super::error::GatewayError;
 use crate::headers::{
     edit_response, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_REQUEST_ID,
 };
+use crate::policy::CompiledPolicy;
+use crate::request_id::RequestId;
 
-/// A failure named for its condition; `info()` is the only status mapping.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GatewayError {
-    NoRoute,
-    InvalidPath,
-    InvalidHost,
-    AmbiguousFraming,
-    BareLineFeed,
-    Forbidden,
-    CorsRejected,
-    PayloadTooLarge,
-    HeadersTooLarge,
-    TooManyRequests,
-    TooManyConnections,
-    NoHealthyReplica,
-    BadGateway,
-    GatewayTimeout,
-    BadRequest,
-    MethodNotAllowed,
-    RequestTimeout,
-    Internal,
+/// What the headers of a response depend on besides the response itself: the request
+/// id, the HSTS value (only where TLS terminates), the governing policy (security
+/// headers, CORS) and the rate-limit state. Built from a request's `Ctx`, or for a
+/// head refused before any request phase ran (`refuse.rs`) from the snapshot alone.
+pub struct Finish<'a> {
+    pub request_id: &'a RequestId,
+    pub hsts: Option<&'a HeaderValue>,
+    pub policy: &'a CompiledPolicy,
+    pub cors_origin: Option<&'a HeaderValue>,
+    /// A CORS preflight answer carries its own CORS headers.
+    pub preflight: bool,
+    pub rate: Option<RateInfo>,
 }
 
-impl GatewayError {
-    /// Status, stable machine code, and the generic message a client sees.
-    pub fn info(self) -> (u16, &'static str, &'static str) {
-        use GatewayError::*;
-        match self {
-            NoRoute => (404, "no_route", "no route for this host and path"),
-            InvalidHost => (400, "invalid_host", "the Host header is missing or invalid"),
-            InvalidPath => (
-                400,
-                "invalid_path",
-                "the path contains '.' or '..' segments",
-            ),
-            AmbiguousFraming => (
-                400,
-                "ambiguous_framing",
-                "the request has both Content-Length and Transfer-Encoding",
-            ),
-            BareLineFeed => (
-                400,
-                "invalid_line_ending",
-                "request lines must end with CRLF",
-            ),
-            Forbidden => (403, "forbidden", "access denied"),
-            CorsRejected => (
-                403,
-                "cors_rejected",
-                "this origin, method or header is not allowed",
-            ),
-            PayloadTooLarge => (413, "payload_too_large", "the request body is too large"),
-            HeadersTooLarge => (
-                431,
-                "headers_too_large",
-                "the request headers are too large",
-            ),
-            TooManyRequests => (429, "rate_limited", "too many requests, retry later"),
-            TooManyConnections => (
-                429,
-                "too_many_connections",
-                "too many connections from this address",
-            ),
-            NoHealthyReplica => (
-                503,
-                "no_healthy_upstream",
-                "the service is temporarily unavailable",
-            ),
-            BadGateway => (502, "bad_gateway", "the upstream service failed to answer"),
-            GatewayTimeout => (
-                504,
-                "upstream_timeout",
-                "the upstream service did not answer in time",
-            ),
-            BadRequest => (400, "bad_request", "the request could not be understood"),
-            MethodNotAllowed => (405, "method_not_allowed", "this method is not supported"),
-            RequestTimeout => (
-                408,
-                "request_timeout",
-                "the request was not received in time",
-            ),
-            Internal => (500, "internal_error", "internal error"),
-        }
-    }
-
-    pub fn status(self) -> u16 {
-        self.info().0
-    }
-
-    pub fn code(self) -> &'static str {
-        self.info().1
-    }
-
-    pub fn message(self) -> &'static str {
-        self.info().2
-    }
-
-    /// What a pingora error means for the client; `None` when the client is gone.
-    pub fn classify(e: &Error) -> Option<GatewayError> {
-        use ErrorType::*;
-        let timeout = matches!(e.etype(), ConnectTimedout | ReadTimedout | WriteTimedout);
-        match (e.esource(), e.etype()) {
-            (_, HTTPStatus(code)) => Some(match *code {
-                400 => GatewayError::BadRequest,
-                408 => GatewayError::RequestTimeout,
-                413 => GatewayError::PayloadTooLarge,
-                431 => GatewayError::HeadersTooLarge,
-                502 => GatewayError::BadGateway,
-                503 => GatewayError::NoHealthyReplica,
-                504 => GatewayError::GatewayTimeout,
-                _ => GatewayError::Internal,
-            }),
-            (ErrorSource::Upstream, _) if timeout => Some(GatewayError::GatewayTimeout),
-            (ErrorSource::Upstream, _) => Some(GatewayError::BadGateway),
-            (ErrorSource::Downstream, ReadError | WriteError | ConnectionClosed) => None,
-            (ErrorSource::Downstream, ReadTimedout) => Some(GatewayError::RequestTimeout),
-            (ErrorSource::Downstream, _) => Some(GatewayError::BadRequest),
-            _ => Some(GatewayError::Internal),
+impl Ctx {
+    pub fn finish(&self) -> Finish<'_> {
+        Finish {
+            request_id: &self.request_id,
+            // HSTS only where TLS terminates: never on a plain-HTTP response.
+            hsts: if self.tls {
+                self.snapshot.sites.hsts(self.site)
+            } else {
+                None
+            },
+            policy: self.policy(),
+            cors_origin: self.cors_origin.as_ref(),
+            preflight: self.preflight,
+            rate: self.rate,
         }
     }
 }
 
 /// Headers every response gets, proxied or gateway-made: the one function both paths
-/// call. Request id, the route's header rules (security headers), CORS and rate-limit
-/// state.
-pub fn finish_headers(resp: &mut ResponseHeader, ctx: &Ctx) {
-    edit_response(resp, |h| finish_header_map(h, ctx))
+/// call. Request id, HSTS, the route's header rules (security headers), CORS and
+/// rate-limit state.
+pub fn finish_headers(resp: &mut ResponseHeader, f: &Finish) {
+    edit_response(resp, |h| finish_header_map(h, f))
 }
 
 /// [`finish_headers`] on a header map already taken out of its head.
-pub fn finish_header_map(h: &mut HeaderMap, ctx: &Ctx) {
-    let policy = ctx.policy();
+pub fn finish_header_map(h: &mut HeaderMap, f: &Finish) {
+    let policy = f.policy;
     // Room for everything added below at once, so the map grows (rehashing) once at
     // most, not once per few headers.
     h.reserve(
         2 + policy.headers.added()
             + if policy.cors.is_some() { 4 } else { 0 }
-            + if ctx.rate.is_some() { 4 } else { 0 },
+            + if f.rate.is_some() { 4 } else { 0 },
     );
-    h.insert(X_REQUEST_ID, ctx.request_id.header());
-    // HSTS only where TLS terminates: never on a plain-HTTP response.
-    if ctx.tls {
-        if let Some(v) = ctx.snapshot.sites.hsts(ctx.site) {
-            h.insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
-        }
+    h.insert(X_REQUEST_ID, f.request_id.header());
+    if let Some(v) = f.hsts {
+        h.insert(http::header::STRICT_TRANSPORT_SECURITY, v.clone());
     }
     policy.headers.apply(h);
-    if let (Some(cors), false) = (&policy.cors, ctx.preflight) {
-        cors.apply(ctx.cors_origin.as_ref(), h);
+    if let (Some(cors), false) = (&policy.cors, f.preflight) {
+        cors.apply(f.cors_origin, h);
     }
-    if let Some(r) = ctx.rate {
+    if let Some(r) = f.rate {
         h.insert(X_RATELIMIT_LIMIT, HeaderValue::from(r.limit));
         h.insert(X_RATELIMIT_REMAINING, HeaderValue::from(r.remaining));
         h.insert(X_RATELIMIT_RESET, HeaderValue::from(r.reset_secs));
@@ -186,7 +95,7 @@ pub async fn send_redirect(
     let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    finish_headers(&mut resp, ctx);
+    finish_headers(&mut resp, &ctx.finish());
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -202,7 +111,7 @@ pub async fn send_challenge(
     let mut resp = ResponseHeader::build_no_case(200, Some(6))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/octet-stream")?;
     resp.insert_header(http::header::CONTENT_LENGTH, answer.len())?;
-    finish_headers(&mut resp, ctx);
+    finish_headers(&mut resp, &ctx.finish());
     session.write_response_header(Box::new(resp), false).await?;
     session
         .write_response_body(Some(Bytes::from(answer)), true)
@@ -220,7 +129,7 @@ pub async fn send_preflight(
         resp.insert_header(n, v)?;
     }
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    finish_headers(&mut resp, ctx);
+    finish_headers(&mut resp, &ctx.finish());
     session.write_response_header(Box::new(resp), true).await
 }
 
@@ -233,7 +142,7 @@ pub fn error_body(err: GatewayError, request_id: &str) -> Bytes {
 
 /// The head of a gateway-made error response whose body is `error_body`.
 fn error_header(
-    ctx: &Ctx,
+    f: &Finish,
     err: GatewayError,
     body_len: usize,
 ) -> pingora_core::Result<ResponseHeader> {
@@ -241,7 +150,7 @@ fn error_header(
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     resp.insert_header(http::header::CACHE_CONTROL, "no-store")?;
-    finish_headers(&mut resp, ctx);
+    finish_headers(&mut resp, f);
     Ok(resp)
 }
 
@@ -252,7 +161,7 @@ pub async fn send_error(
     err: GatewayError,
 ) -> pingora_core::Result<()> {
     let body = error_body(err, ctx.request_id.as_str());
-    let resp = error_header(ctx, err, body.len())?;
+    let resp = error_header(&ctx.finish(), err, body.len())?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
@@ -265,9 +174,9 @@ pub async fn send_error(
 
 /// `err` as the bytes of a whole HTTP/1.1 response that closes the connection, with
 /// the body's length: for where no pingora session is left to write it
-/// (`downstream::refuse`).
-pub fn error_response_bytes(ctx: &Ctx, err: GatewayError) -> (Vec<u8>, usize) {
-    let body = error_body(err, ctx.request_id.as_str());
+/// (`refuse.rs`).
+pub fn error_response_bytes(f: &Finish, err: GatewayError) -> (Vec<u8>, usize) {
+    let body = error_body(err, f.request_id.as_str());
     let status = http::StatusCode::from_u16(err.status()).unwrap_or(http::StatusCode::BAD_REQUEST);
     let mut out = Vec::with_capacity(512 + body.len());
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -275,7 +184,7 @@ pub fn error_response_bytes(ctx: &Ctx, err: GatewayError) -> (Vec<u8>, usize) {
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    match error_header(ctx, err, body.len()) {
+    match error_header(f, err, body.len()) {
         Ok(mut resp) => {
             // Insert cannot fail for a static name and value; the fallback below covers it.
             let _ = resp.insert_header(http::header::CONNECTION, "close");
@@ -296,44 +205,6 @@ pub fn error_response_bytes(ctx: &Ctx, err: GatewayError) -> (Vec<u8>, usize) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn classification() {
-        let up = |t| {
-            let mut e = Error::new(t);
-            e.as_up();
-            e
-        };
-        let down = |t| {
-            let mut e = Error::new(t);
-            e.as_down();
-            e
-        };
-        assert_eq!(
-            GatewayError::classify(&up(ErrorType::ConnectRefused)),
-            Some(GatewayError::BadGateway)
-        );
-        assert_eq!(
-            GatewayError::classify(&up(ErrorType::ConnectTimedout)),
-            Some(GatewayError::GatewayTimeout)
-        );
-        assert_eq!(
-            GatewayError::classify(&up(ErrorType::ReadTimedout)),
-            Some(GatewayError::GatewayTimeout)
-        );
-        assert_eq!(
-            GatewayError::classify(&up(ErrorType::ConnectionClosed)),
-            Some(GatewayError::BadGateway)
-        );
-        assert_eq!(
-            GatewayError::classify(&down(ErrorType::ConnectionClosed)),
-            None
-        );
-        assert_eq!(
-            GatewayError::classify(&down(ErrorType::InvalidHTTPHeader)),
-            Some(GatewayError::BadRequest)
-        );
-    }
-
     #[tokio::test]
     async fn error_bytes_are_a_whole_closing_response() {
         let snapshot = std::sync::Arc::new(
@@ -351,7 +222,7 @@ mod tests {
         );
         let mut ctx = Ctx::new(snapshot, &std::sync::Arc::default());
         ctx.request_id = crate::request_id::choose(Some(&http::HeaderValue::from_static("rid-1")));
-        let (bytes, body_len) = error_response_bytes(&ctx, GatewayError::BadRequest);
+        let (bytes, body_len) = error_response_bytes(&ctx.finish(), GatewayError::BadRequest);
         let text = String::from_utf8(bytes).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");

@@ -26,17 +26,14 @@ fn hasher() -> &'static std::collections::hash_map::RandomState {
 }
 
 pub fn address_key(ip: IpAddr, ipv6_prefix: u8) -> Key {
-    match ip {
+    match crate::net::canonical(ip) {
         IpAddr::V4(v4) => Key::V4(u32::from(v4)),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => Key::V4(u32::from(v4)),
-            None => {
-                let bits = u128::from(v6);
-                let shift = 128 - u32::from(ipv6_prefix.clamp(1, 128));
-                let mask = if shift >= 128 { 0 } else { u128::MAX << shift };
-                Key::V6(bits & mask)
-            }
-        },
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6);
+            let shift = 128 - u32::from(ipv6_prefix.clamp(1, 128));
+            let mask = if shift >= 128 { 0 } else { u128::MAX << shift };
+            Key::V6(bits & mask)
+        }
     }
 }
 

@@ -18,7 +18,6 @@ use super::store::{entry_from_pem, write_atomic, Entry};
 use super::{acme, TlsState};
 use crate::config::{CertSource, Config, Site};
 use crate::metrics::Metrics;
-use crate::state::SharedState;
 
 fn now_secs() -> i64 {
     SystemTime::now()
@@ -106,16 +105,23 @@ struct Run {
     busy: Arc<AtomicBool>,
 }
 
+/// The config in force now (a reload replaces it).
+type ConfigSource = Box<dyn Fn() -> Arc<Config> + Send + Sync>;
+
 pub struct CertManager {
-    state: SharedState,
+    config: ConfigSource,
     tls: Arc<TlsState>,
     metrics: Arc<Metrics>,
 }
 
 impl CertManager {
-    pub fn new(state: SharedState, tls: Arc<TlsState>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        config: impl Fn() -> Arc<Config> + Send + Sync + 'static,
+        tls: Arc<TlsState>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         CertManager {
-            state,
+            config: Box::new(config),
             tls,
             metrics,
         }
@@ -164,9 +170,8 @@ impl BackgroundService for CertManager {
         let mut runs: HashMap<String, Arc<Mutex<Run>>> = HashMap::new();
         let mut seen: usize = 0;
         loop {
-            let snapshot = self.state.load_full();
-            let config = &snapshot.config;
-            let id = Arc::as_ptr(&snapshot) as usize;
+            let config = &(self.config)();
+            let id = Arc::as_ptr(config) as usize;
             if id != seen {
                 seen = id;
                 for p in install_local(config, &self.tls, &self.metrics) {

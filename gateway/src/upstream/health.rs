@@ -18,7 +18,6 @@ use pingora_load_balancing::Backend;
 
 use super::Pool;
 use crate::config;
-use crate::state::SharedState;
 
 /// The HTTP check of one pool, with a first pass that decides at once.
 pub struct PoolHealthCheck {
@@ -143,14 +142,20 @@ pub async fn first_pass(pool: &Pool) {
     pool.first_pass_flag().store(true, Ordering::Relaxed);
 }
 
-/// The background service: every pool of the current snapshot, each at its own interval.
+/// The pools to check now (a reload changes the set).
+type PoolsSource = Box<dyn Fn() -> Vec<Arc<Pool>> + Send + Sync>;
+
+/// The background service: every pool it is handed (the current snapshot's), each at
+/// its own interval.
 pub struct HealthService {
-    state: SharedState,
+    pools: PoolsSource,
 }
 
 impl HealthService {
-    pub fn new(state: SharedState) -> Self {
-        HealthService { state }
+    pub fn new(pools: impl Fn() -> Vec<Arc<Pool>> + Send + Sync + 'static) -> Self {
+        HealthService {
+            pools: Box::new(pools),
+        }
     }
 }
 
@@ -162,9 +167,9 @@ impl BackgroundService for HealthService {
         let mut dns_due: HashMap<usize, Instant> = HashMap::new();
         let tick = Duration::from_millis(100);
         loop {
-            let snapshot = self.state.load_full();
+            let pools = (self.pools)();
             let now = Instant::now();
-            for pool in snapshot.pools.iter() {
+            for pool in pools.iter() {
                 let id = Arc::as_ptr(pool) as usize;
                 let next_dns = dns_due
                     .entry(id)
@@ -187,18 +192,9 @@ impl BackgroundService for HealthService {
                     });
                 }
             }
-            dns_due.retain(|id, _| {
-                snapshot
-                    .pools
-                    .iter()
-                    .any(|p| Arc::as_ptr(p) as usize == *id)
-            });
-            due.retain(|id, _| {
-                snapshot
-                    .pools
-                    .iter()
-                    .any(|p| Arc::as_ptr(p) as usize == *id)
-            });
+            let current = |id: &usize| pools.iter().any(|p| Arc::as_ptr(p) as usize == *id);
+            dns_due.retain(|id, _| current(id));
+            due.retain(|id, _| current(id));
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },

@@ -12,22 +12,24 @@ use std::time::Duration;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
+use pingora_proxy::{HttpProxy, ProxyHttp};
 
 use super::ClientStream;
-use crate::proxy::Gateway;
 
 /// Serves one HTTP/1 connection until the client or the gateway ends it. An idle
 /// keep-alive connection is closed after `keepalive` (zero: no keep-alive, applied in
 /// `request_filter`). Pingora alone would keep an idle HTTP/1.1 connection for as long
 /// as the client likes: its session takes the keep-alive setting from the request
 /// (`respect_keepalive`), which for HTTP/1.1 means no timeout at all.
-pub async fn serve(
-    proxy: &Arc<HttpProxy<Gateway>>,
+pub async fn serve<SV>(
+    proxy: &Arc<HttpProxy<SV>>,
     mut client: Box<ClientStream>,
     keepalive: Duration,
     shutdown: &ShutdownWatch,
-) {
+) where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
     // Pingora counts keep-alive in whole seconds; a sub-second setting rounds up.
     let keepalive_secs = keepalive.as_secs() + u64::from(keepalive.subsec_nanos() > 0);
     let mut shutdown_changed = shutdown.clone();

@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use http::{HeaderName, Method};
 
-use super::doc::Seg;
-use super::policy::{at, defaults};
-use super::schema;
-use super::validate::{key, valid_dns_name, Validator};
-use super::{Cors, OriginMatch};
+use super::{at, key, valid_dns_name, Validator};
+use crate::config::defaults;
+use crate::config::doc::Seg;
+use crate::config::schema;
+use crate::config::{Cors, OriginMatch};
 
 impl Validator<'_> {
     pub(super) fn cors_policies(&mut self, m: BTreeMap<String, schema::CorsSection>) -> Vec<Cors> {

@@ -1,13 +1,17 @@
-//! Each client connection, before pingora's HTTP app sees it: the per-client connection
-//! cap and the request-head deadline. Pingora times out each read on its own, so a
-//! client that trickles a header byte every few seconds (slowloris) would hold its
+//! Each client connection, below the HTTP proxy and knowing nothing of it: the
+//! per-client connection cap, the request-head deadline, bare-LF detection, write
+//! coalescing, and our HTTP/1 connection loop. Pingora times out each read on its own,
+//! so a client that trickles a header byte every few seconds (slowloris) would hold its
 //! connection for as long as it likes; here the whole head has a deadline.
 //!
 //! Pingora calls `process_new` once per connection (after the TLS handshake); HTTP/2
 //! stays inside pingora's own loop, HTTP/1 runs ours (`http1.rs`), so wrapping it sees
-//! each connection's whole life. The request path tells the stream when a head was parsed and when the request
-//! ended (`proxy/mod.rs`, through [`ClientStream::of`]). A head pingora refuses on its
-//! own gets the gateway's JSON 400 and access line instead of a bare 400 (`refuse.rs`).
+//! each connection's whole life. What the HTTP layer needs to know of its connection
+//! (the head is in, the request is over, the connection is over its cap, the head had
+//! a bare LF) it asks through a [`ClientHandle`]. A head pingora refuses on its own is
+//! answered through a [`RefuseHead`] the HTTP layer provides (`refuse.rs`).
+//!
+//! Generic over the `ProxyHttp` it serves, so nothing here names the gateway's proxy.
 
 mod coalesce;
 mod http1;
@@ -22,45 +26,57 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
-use pingora_proxy::HttpProxy;
+use pingora_proxy::{HttpProxy, ProxyHttp};
+use prometheus::IntCounter;
 
-use crate::metrics::Metrics;
-use crate::proxy::ctx::Lifecycle;
-use crate::proxy::Gateway;
-use crate::state::SharedState;
-pub use refuse::Refuser;
+use crate::config::Limits;
+pub use refuse::{RefuseHead, RefusedHead};
 pub use slots::ClientSlots;
-pub use stream::ClientStream;
+pub use stream::{ClientHandle, ClientStream};
 
-pub struct EdgeApp {
-    proxy: Arc<HttpProxy<Gateway>>,
-    state: SharedState,
-    slots: Arc<ClientSlots>,
-    metrics: Arc<Metrics>,
-    refuser: Arc<Refuser>,
+/// The connection layer's counters (they live in the gateway's metrics registry).
+#[derive(Clone)]
+pub struct Counters {
+    /// Connections closed because their request head missed `header_timeout`.
+    pub header_timeouts: IntCounter,
+    /// Connections beyond `max_connections_per_client`.
+    pub over_cap: IntCounter,
 }
 
-impl EdgeApp {
+/// The limits in force when a connection starts (a reload changes them for new ones).
+pub type LimitsSource = Arc<dyn Fn() -> Limits + Send + Sync>;
+
+pub struct EdgeApp<SV: ProxyHttp> {
+    proxy: Arc<HttpProxy<SV>>,
+    limits: LimitsSource,
+    slots: Arc<ClientSlots>,
+    counters: Counters,
+    refuser: Arc<dyn RefuseHead>,
+}
+
+impl<SV> EdgeApp<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
     pub fn new(
-        proxy: HttpProxy<Gateway>,
-        state: SharedState,
-        metrics: Arc<Metrics>,
-        lifecycle: Arc<Lifecycle>,
+        proxy: HttpProxy<SV>,
+        limits: LimitsSource,
+        counters: Counters,
+        refuser: Arc<dyn RefuseHead>,
     ) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
-            refuser: Arc::new(Refuser::new(state.clone(), lifecycle, Arc::clone(&metrics))),
-            state,
+            limits,
             slots: Arc::default(),
-            metrics,
+            counters,
+            refuser,
         }
     }
-}
 
-impl EdgeApp {
     /// One connection, from its first byte to its close.
     async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
-        let limits = self.state.load().config.limits;
+        let limits = (self.limits)();
         let slot = match (limits.max_connections_per_client, stream::peer_ip(&stream)) {
             (0, _) | (_, None) => None,
             (max, Some(ip)) => Some(self.slots.take(ip, max)),
@@ -69,11 +85,12 @@ impl EdgeApp {
         if h2 && slot.as_ref().is_some_and(|s| s.over()) {
             // An HTTP/1 connection over the cap gets a 429 on its first request; an
             // HTTP/2 one carries many requests and is simply not taken.
-            self.metrics.connections_over_cap.inc();
+            self.counters.over_cap.inc();
             return;
         }
         if h2 {
-            let stream = ClientStream::new(stream, None, slot, &self.metrics.header_timeouts, None);
+            let stream =
+                ClientStream::new(stream, None, slot, &self.counters.header_timeouts, None);
             // Pingora's HTTP/2 server never hands a connection back for reuse.
             let _ = self.proxy.process_new(Box::new(stream), &shutdown).await;
             return;
@@ -82,7 +99,7 @@ impl EdgeApp {
             stream,
             Some(limits.header_timeout),
             slot,
-            &self.metrics.header_timeouts,
+            &self.counters.header_timeouts,
             Some(Arc::clone(&self.refuser)),
         );
         http1::serve(
@@ -96,7 +113,11 @@ impl EdgeApp {
 }
 
 #[async_trait]
-impl ServerApp for EdgeApp {
+impl<SV> ServerApp for EdgeApp<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,

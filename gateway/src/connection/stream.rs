@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::coalesce::WriteBuf;
-use super::refuse::{RefusedHead, Refuser};
+use super::refuse::{RefuseHead, RefusedHead};
 use super::slots::Slot;
 
 /// `head` states besides a deadline (milliseconds since `origin`, plus one).
@@ -65,7 +65,7 @@ pub struct ClientStream {
     /// A `400` pingora writes while this is false is its own refusal of a head it could
     /// not parse; `refuse.rs` answers in its place.
     admitted: AtomicBool,
-    refuser: Option<Arc<Refuser>>,
+    refuser: Option<Arc<dyn RefuseHead>>,
     /// Our answer replacing pingora's bare 400, and how much of it went out.
     refusal: Option<(Vec<u8>, usize)>,
     /// Coalesces a response's writes; allocated only while one is being written.
@@ -147,7 +147,7 @@ impl ClientStream {
         header_timeout: Option<Duration>,
         slot: Option<Slot>,
         timeouts: &IntCounter,
-        refuser: Option<Arc<Refuser>>,
+        refuser: Option<Arc<dyn RefuseHead>>,
     ) -> Self {
         let head = header_timeout.map(|timeout| {
             let clock = HeadClock {
@@ -199,23 +199,18 @@ impl ClientStream {
         .await
     }
 
-    /// The `ClientStream` under a pingora session's stream, if it is one of ours.
-    pub fn of(stream: &Stream) -> Option<&ClientStream> {
-        (**stream).as_any().downcast_ref::<ClientStream>()
-    }
-
-    /// Whether the connection went over its client's connection cap.
     /// Whether this request's head used a bare LF line end (it is refused with 400).
-    pub fn head_had_bare_lf(&self) -> bool {
+    fn head_had_bare_lf(&self) -> bool {
         self.bare_lf.swap(false, Ordering::Relaxed)
     }
 
-    pub fn over_cap(&self) -> bool {
+    /// Whether the connection went over its client's connection cap.
+    fn over_cap(&self) -> bool {
         self.slot.as_ref().is_some_and(Slot::over)
     }
 
     /// The request head was parsed: the deadline no longer applies to this request.
-    pub fn head_received(&self) {
+    fn head_received(&self) {
         if let Some(h) = &self.head {
             h.state.store(RECEIVED, Ordering::Relaxed);
             self.admitted.store(true, Ordering::Relaxed);
@@ -223,7 +218,7 @@ impl ClientStream {
     }
 
     /// The request is over: the next one's clock starts with its first byte.
-    pub fn request_done(&self) {
+    fn request_done(&self) {
         if let Some(h) = &self.head {
             h.state.store(WAITING, Ordering::Relaxed);
             self.admitted.store(false, Ordering::Relaxed);
@@ -296,6 +291,35 @@ impl ClientStream {
             deadline if h.origin.elapsed().as_millis() as u64 + 1 >= deadline => Err(()),
             deadline => Ok(Some(deadline)),
         }
+    }
+}
+
+/// What the HTTP layer may ask of, and tell, the connection a request came on. Pingora
+/// gives a request no slot for its connection's own state, so the handle is found from
+/// the session's stream here, the one place that knows the connection's type; the
+/// HTTP layer sees only these four calls.
+#[derive(Clone, Copy)]
+pub struct ClientHandle<'a>(&'a ClientStream);
+
+impl<'a> ClientHandle<'a> {
+    /// The handle of the connection under a pingora session's stream (`None` for a
+    /// stream that is not one of ours, such as a test's).
+    pub fn of(stream: Option<&'a Stream>) -> Option<Self> {
+        stream
+            .and_then(|s| (**s).as_any().downcast_ref::<ClientStream>())
+            .map(ClientHandle)
+    }
+
+    /// The head is in: its deadline is met. Returns (over the per-client cap, the head
+    /// had a bare LF), the two reasons to refuse it before anything else.
+    pub fn head_received(self) -> (bool, bool) {
+        self.0.head_received();
+        (self.0.over_cap(), self.0.head_had_bare_lf())
+    }
+
+    /// The request is over: the next one's head clock starts with its first byte.
+    pub fn request_done(self) {
+        self.0.request_done()
     }
 }
 

@@ -3,19 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::doc::Seg;
-use super::schema::{self, CertSourceKind, RedirectKind};
-use super::validate::{key, valid_dns_name, Validator};
-use super::{Acme, CertSource, Challenge, Listener, Site, Tls};
-
-pub mod defaults {
-    use std::time::Duration;
-    pub const STATE_DIR: &str = "certs";
-
-    pub const RETRY_MIN: Duration = Duration::from_secs(60);
-    pub const RETRY_MAX: Duration = Duration::from_secs(3600);
-    pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
-}
+use super::{at, key, valid_dns_name, Validator};
+use crate::config::defaults;
+use crate::config::doc::Seg;
+use crate::config::schema::{self, CertSourceKind, RedirectKind};
+use crate::config::{Acme, CertSource, Challenge, Listener, Site, Tls};
 
 const YEAR: Duration = Duration::from_secs(365 * 86400);
 
@@ -28,12 +20,6 @@ pub fn resolve(base: &Path, p: &str) -> PathBuf {
     } else {
         base.join(p)
     }
-}
-
-fn at(base: &[Seg], k: &str) -> Vec<Seg> {
-    let mut p = base.to_vec();
-    p.push(key(k));
-    p
 }
 
 impl Validator<'_> {

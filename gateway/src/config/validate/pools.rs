@@ -4,10 +4,10 @@
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
-use super::doc::Seg;
-use super::schema;
-use super::validate::{defaults, key, valid_dns_name, valid_name, Validator};
-use super::{Health, Listener, Pool};
+use super::{key, valid_dns_name, valid_name, Validator};
+use crate::config::doc::Seg;
+use crate::config::schema;
+use crate::config::{defaults, Health, Listener, Pool};
 
 impl Validator<'_> {
     pub(super) fn pools(

@@ -1,5 +1,13 @@
 //! From text to a checked runtime `Config`: parse, expand `${VAR}`, deserialise, then
 //! check every value and cross-reference, collecting all problems with their places.
+//! One file per part of the file: `policy` (limits, headers, rate limits, route
+//! policy), `cors`, `pools`, `routes`, `tls` (the `[tls]` section and `[[sites]]`).
+
+mod cors;
+mod policy;
+mod pools;
+mod routes;
+mod tls;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -7,31 +15,10 @@ use std::time::Duration;
 
 use toml_edit::ImDocument;
 
-use super::doc::{self, Seg};
-use super::error::{ConfigError, ConfigErrors, Locator};
-use super::schema::{self, Dur};
-use super::{Config, Listener, Log, Server};
-
-/// Defaults, in one place so docs/configuration.md can quote them.
-pub mod defaults {
-    use std::time::Duration;
-    pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-    pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade.sock";
-    pub const ADMIN_ADDRESS: std::net::SocketAddr =
-        std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
-    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-    pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
-    pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
-    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-    pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
-    pub const MAX_RETRIES: usize = 2;
-    pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
-    pub const HEALTH_PATH: &str = "/healthz";
-    pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
-    pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
-    pub const HEALTHY_AFTER: usize = 2;
-    pub const UNHEALTHY_AFTER: usize = 2;
-}
+use crate::config::doc::{self, Seg};
+use crate::config::error::{ConfigError, ConfigErrors, Locator};
+use crate::config::schema::{self, Dur};
+use crate::config::{defaults, Config, Listener, Log, Server};
 
 pub fn parse_and_validate(
     path: &Path,
@@ -114,6 +101,13 @@ pub(super) fn key(k: &str) -> Seg {
     Seg::Key(k.to_owned())
 }
 
+/// `base` with one more key: the path of a value inside a section.
+pub(super) fn at(base: &[Seg], k: &str) -> Vec<Seg> {
+    let mut p = base.to_vec();
+    p.push(key(k));
+    p
+}
+
 impl Validator<'_> {
     pub(super) fn err(&mut self, path: &[Seg], message: impl Into<String>) {
         let span = doc::span_of(self.doc, path);
@@ -156,7 +150,7 @@ impl Validator<'_> {
         let tls = self.tls(&file.tls, &base);
         let mut warnings = Vec::new();
         let sites = self.sites(file.sites, &base, &listeners, &mut warnings);
-        let names = super::policy::Names {
+        let names = policy::Names {
             rate_limits: file.rate_limits.keys().cloned().collect(),
             cors: file.cors.keys().cloned().collect(),
         };
@@ -165,7 +159,7 @@ impl Validator<'_> {
         let defaults = self.resolve_policy(&[key("route_defaults")], &file.route_defaults, &names);
         let policy_of = |v: &mut Self, i: usize, r: &schema::RouteSection| {
             let own = v.resolve_policy(&[key("routes"), Seg::Index(i)], &r.own_policy(), &names);
-            super::policy::merge(own, &defaults, &headers, &limits)
+            policy::merge(own, &defaults, &headers, &limits)
         };
         let routes = self.routes(file.routes, &pool_names, policy_of);
         Config {

@@ -7,38 +7,11 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue};
 use ipnet::IpNet;
 
-use super::doc::Seg;
-use super::schema::{self, RateKeyKind};
-use super::validate::{key, Validator};
-use super::{HeaderPolicy, Limits, RateKey, RateLimit, RoutePolicy};
-
-pub mod defaults {
-    pub const MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
-    /// Covers the bodies an API sees (JSON, forms, small files) without letting a
-    /// client make the gateway hold more than this per request in memory.
-    pub const REQUEST_BUFFER: u64 = 1024 * 1024;
-    pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
-    /// A browser sends its whole head at once; 15 s leaves room for a slow mobile link.
-    pub const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
-    /// nginx's `client_body_timeout` default (and pingora's own read timeout).
-    pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-    /// What pingora sets on every HTTP/1 connection (nginx: 75 s, Caddy: 5 min).
-    pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
-    pub const IPV6_PREFIX: u8 = 64;
-    pub const MAX_KEYS: usize = 100_000;
-    pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
-    pub const CORS_METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"];
-    pub const SECURITY_HEADERS: [(&str, &str); 4] = [
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "strict-origin-when-cross-origin"),
-        (
-            "permissions-policy",
-            "camera=(), microphone=(), geolocation=()",
-        ),
-    ];
-    pub const REMOVE: [&str; 2] = ["server", "x-powered-by"];
-}
+use super::{at, key, Validator};
+use crate::config::defaults;
+use crate::config::doc::Seg;
+use crate::config::schema::{self, RateKeyKind};
+use crate::config::{HeaderPolicy, Limits, RateKey, RateLimit, RoutePolicy};
 
 /// Names defined in the file, for cross-references.
 pub struct Names {
@@ -103,12 +76,6 @@ pub fn merge(
             .unwrap_or(limits.request_buffer),
         headers,
     }
-}
-
-pub(super) fn at(base: &[Seg], k: &str) -> Vec<Seg> {
-    let mut p = base.to_vec();
-    p.push(key(k));
-    p
 }
 
 /// Headers the gateway must own: framing and connection management.
@@ -241,7 +208,7 @@ impl Validator<'_> {
     /// through that buffer, so a smaller setting could not be honoured for it.
     fn request_buffer(&mut self, path: &[Seg], size: Option<schema::Size>) -> Option<u64> {
         let n = size?.0;
-        if n != 0 && n < crate::proxy::body::MIN_REQUEST_BUFFER {
+        if n != 0 && n < defaults::MIN_REQUEST_BUFFER {
             self.err(path, "must be \"0\" (off) or at least 64KiB");
         }
         Some(n)

@@ -4,17 +4,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use super::doc::Seg;
-use super::schema;
-use super::validate::{key, valid_dns_name, Validator};
-use super::{HostMatch, Route};
+use super::{key, valid_dns_name, Validator};
+use crate::config::doc::Seg;
+use crate::config::schema;
+use crate::config::{HostMatch, Route};
 
 impl Validator<'_> {
     pub(super) fn routes(
         &mut self,
         routes: Vec<schema::RouteSection>,
         pool_names: &[String],
-        policy_of: impl Fn(&mut Self, usize, &schema::RouteSection) -> super::RoutePolicy,
+        policy_of: impl Fn(&mut Self, usize, &schema::RouteSection) -> crate::config::RoutePolicy,
     ) -> Vec<Route> {
         let mut out: Vec<Route> = Vec::new();
         let mut names = HashSet::new();

@@ -1,0 +1,64 @@
+//! Every default value of the config, in one place: what a key is when the file
+//! does not set it (docs/configuration.md quotes these), and the limits a value must
+//! respect.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+// [server], [admin]
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade.sock";
+pub const ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
+
+// [pools.NAME] and [pools.NAME.health]
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const UPGRADE_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub const MAX_RETRIES: usize = 2;
+pub const RESOLVE_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEALTH_PATH: &str = "/healthz";
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(10);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+pub const HEALTHY_AFTER: usize = 2;
+pub const UNHEALTHY_AFTER: usize = 2;
+
+// [limits], [route_defaults], [rate_limits.NAME], [cors.NAME], [headers]
+pub const MAX_BODY_SIZE: u64 = 10 * 1024 * 1024;
+/// Covers the bodies an API sees (JSON, forms, small files) without letting a
+/// client make the gateway hold more than this per request in memory.
+pub const REQUEST_BUFFER: u64 = 1024 * 1024;
+pub const MAX_HEADER_SIZE: u64 = 32 * 1024;
+/// A browser sends its whole head at once; 15 s leaves room for a slow mobile link.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
+/// nginx's `client_body_timeout` default (and pingora's own read timeout).
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// What pingora sets on every HTTP/1 connection (nginx: 75 s, Caddy: 5 min).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const IPV6_PREFIX: u8 = 64;
+pub const MAX_KEYS: usize = 100_000;
+pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];
+pub const CORS_METHODS: [&str; 5] = ["GET", "POST", "PUT", "DELETE", "OPTIONS"];
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "strict-origin-when-cross-origin"),
+    (
+        "permissions-policy",
+        "camera=(), microphone=(), geolocation=()",
+    ),
+];
+pub const REMOVE: [&str; 2] = ["server", "x-powered-by"];
+
+/// Pingora's retry buffer (`BODY_BUF_LIMIT`): a chunked body is read ahead through it
+/// (proxy/body.rs), so a non-zero `request_buffer` smaller than this could not be
+/// honoured for one.
+pub const MIN_REQUEST_BUFFER: u64 = 64 * 1024;
+
+// [tls] and [[sites]]
+pub const STATE_DIR: &str = "certs";
+
+pub const RETRY_MIN: Duration = Duration::from_secs(60);
+pub const RETRY_MAX: Duration = Duration::from_secs(3600);
+pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
