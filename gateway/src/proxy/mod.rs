@@ -207,13 +207,19 @@ impl ProxyHttp for Gateway {
             h.reserve(4);
             h.insert(X_REQUEST_ID, ctx.request_id.header());
             let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
-            if let Some(peer) = peer {
-                let xff = headers::forwarded_for(
-                    peer,
-                    h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
-                    trusted,
-                );
-                h.insert(X_FORWARDED_FOR, header_value(xff)?);
+            match peer {
+                Some(peer) => {
+                    let xff = headers::forwarded_for(
+                        peer,
+                        h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
+                        trusted,
+                    );
+                    h.insert(X_FORWARDED_FOR, header_value(xff)?);
+                }
+                // No peer address to vouch for: the client's claim is not passed on.
+                None => {
+                    h.remove(&X_FORWARDED_FOR);
+                }
             }
             // A trusted proxy in front of us knows the original scheme and host; anyone
             // else is told what we saw.
