@@ -10,47 +10,18 @@ use serde_json::Value;
 async fn every_request_gets_exactly_one_access_log_line() {
     let a = Replica::start("a");
     let dead = dead_port();
-    let cfg = format!(
-        r#"
-[[listeners]]
-address = "{{listen}}"
-[[listeners]]
-address = "{{tls}}"
-tls = true
-[tls]
-state_dir = "{state}"
-[[sites]]
-names = ["secure.test"]
-certificate = "internal"
-[rate_limits.one]
-rate = "1 per 1h"
-[cors.app]
-allow_origins = ["https://app.test"]
-[pools.a]
-replicas = ["{a}"]
-[pools.dead]
-replicas = ["127.0.0.1:{dead}"]
-[[routes]]
-path = "/api"
-pool = "a"
-max_body_size = "10"
-cors = "app"
-[[routes]]
-path = "/once"
-strip_prefix = true
-pool = "a"
-rate_limits = ["one"]
-[[routes]]
-path = "/private"
-pool = "a"
-allow = ["10.0.0.0/8"]
-[[routes]]
-path = "/dead"
-pool = "dead"
-"#,
-        state = tempfile::tempdir().unwrap().keep().display(),
-        a = a.addr
-    );
+    let state = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::plain_and_tls(state.path())
+        .internal_site(&["secure.test"], "")
+        .with("[rate_limits.one]\nrate = \"1 per 1h\"")
+        .with("[cors.app]\nallow_origins = [\"https://app.test\"]")
+        .pool("a", &[&a])
+        .with(&format!("[pools.dead]\nreplicas = [\"127.0.0.1:{dead}\"]"))
+        .route("/api", "a", "max_body_size = \"10\"\ncors = \"app\"")
+        .route("/once", "a", "strip_prefix = true\nrate_limits = [\"one\"]")
+        .route("/private", "a", "allow = [\"10.0.0.0/8\"]")
+        .route("/dead", "dead", "")
+        .build();
     let gw = Gateway::start(&cfg);
     let c = client();
     use reqwest::Method;

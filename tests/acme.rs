@@ -15,39 +15,12 @@ use e2e::*;
 const NAME: &str = "shop.acme.test";
 
 fn config(pebble: &Pebble, state: &std::path::Path, r: &Replica) -> String {
-    format!(
-        r#"
-[[listeners]]
-address = "{{listen}}"
-[[listeners]]
-address = "{{tls}}"
-tls = true
-
-[tls]
-state_dir = "{state}"
-retry_min = "1s"
-retry_max = "3s"
-
-[[sites]]
-names = ["{NAME}"]
-certificate = "acme"
-[sites.acme]
-directory = "{dir}"
-email = "ops@acme.test"
-ca_root = "{root}"
-
-[pools.api]
-replicas = ["{r}"]
-
-[[routes]]
-path = "/api"
-pool = "api"
-"#,
-        state = state.display(),
-        dir = pebble.directory(),
-        root = pebble.api_ca.cert_path.display(),
-        r = r.addr
-    )
+    TestConfig::plain_and_tls(state)
+        .acme_retry("1s", "3s")
+        .acme_site(&[NAME], pebble, "email = \"ops@acme.test\"")
+        .pool("api", &[r])
+        .route("/api", "api", "")
+        .build()
 }
 
 /// Polls until the gateway serves a certificate for NAME that verifies against `root`.
@@ -137,41 +110,13 @@ async fn issues_over_tls_alpn01_on_the_https_listener_alone() {
     let pebble = Pebble::start_on(free_port(), ports.listen.port(), None, &[]);
     let r = Replica::start("r1");
     let state = tempfile::tempdir().unwrap();
-    let cfg = format!(
-        r#"
-[[listeners]]
-address = "{{listen}}"
-tls = true
-
-[tls]
-state_dir = "{state}"
-retry_min = "1s"
-retry_max = "3s"
-
-[[sites]]
-names = ["localhost"]
-certificate = "internal"
-
-[[sites]]
-names = ["{NAME}"]
-certificate = "acme"
-[sites.acme]
-directory = "{dir}"
-ca_root = "{root}"
-challenge = "tls-alpn-01"
-
-[pools.api]
-replicas = ["{r}"]
-
-[[routes]]
-path = "/api"
-pool = "api"
-"#,
-        state = state.path().display(),
-        dir = pebble.directory(),
-        root = pebble.api_ca.cert_path.display(),
-        r = r.addr
-    );
+    let cfg = TestConfig::tls_only(state.path())
+        .acme_retry("1s", "3s")
+        .internal_site(&["localhost"], "")
+        .acme_site(&[NAME], &pebble, "challenge = \"tls-alpn-01\"")
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .build();
     let gw = Gateway::start_at(&cfg, ports);
     let local_root =
         std::fs::read_to_string(state.path().join("internal/ca.pem")).expect("internal CA");
@@ -379,41 +324,16 @@ async fn an_unreachable_ca_does_not_stop_anything_else() {
     let r = Replica::start("r1");
     let state = tempfile::tempdir().unwrap();
     let dead_ca = format!("https://127.0.0.1:{}/dir", dead_port());
-    let cfg = format!(
-        r#"
-[[listeners]]
-address = "{{listen}}"
-[[listeners]]
-address = "{{tls}}"
-tls = true
-
-[tls]
-state_dir = "{state}"
-retry_min = "200ms"
-retry_max = "1s"
-
-[[sites]]
-names = ["localhost"]
-certificate = "internal"
-redirect = "off"
-
-[[sites]]
-names = ["{NAME}"]
-certificate = "acme"
-redirect = "off"
-[sites.acme]
-directory = "{dead_ca}"
-
-[pools.api]
-replicas = ["{r}"]
-
-[[routes]]
-path = "/api"
-pool = "api"
-"#,
-        state = state.path().display(),
-        r = r.addr
-    );
+    let cfg = TestConfig::plain_and_tls(state.path())
+        .acme_retry("200ms", "1s")
+        .internal_site(&["localhost"], "redirect = \"off\"")
+        .with(&format!(
+            "[[sites]]\nnames = [\"{NAME}\"]\ncertificate = \"acme\"\nredirect = \"off\"\n\
+             [sites.acme]\ndirectory = \"{dead_ca}\""
+        ))
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .build();
     let gw = Gateway::start(&cfg);
     let local_root = std::fs::read_to_string(state.path().join("internal/ca.pem")).unwrap();
     let https = https_client(&local_root, "localhost", gw.tls);

@@ -4,10 +4,12 @@
 //! (`cargo build --workspace --bins`, which `tests/run.sh` does).
 #![allow(clippy::unwrap_used)]
 
+pub mod config;
 pub mod pebble;
 pub mod pki;
 mod ports;
 
+pub use config::{two_pools, TestConfig};
 pub use ports::{dead_port, free_port, Ports};
 
 use std::io::{Read, Write};
