@@ -1,23 +1,9 @@
-//! An edge gateway on Pingora. One request, in order, through these modules:
-//!
-//! | phase (pingora `ProxyHttp`) | what happens                                   | module            |
-//! |-----------------------------|------------------------------------------------|-------------------|
-//! | listener                    | TCP accept; TLS (SNI certificate; TLS-ALPN-01) | `app`, `tls::store`, `tls::alpn` |
-//! | connection                  | per-client cap, request-head deadline          | `downstream`      |
-//! | `new_ctx`                   | pin the current config snapshot                | `proxy::ctx`      |
-//! | `request_filter`            | request id, client address, route lookup       | `request_id`, `headers`, `routing` |
-//! |                             | admission: policy, limits, rate limits         | `proxy::admit`    |
-//! |                             | read the body before forwarding (buffering)    | `proxy::body`     |
-//! | `request_body_filter`       | body size limit; the read-ahead body goes out  | `proxy::body`     |
-//! | `upstream_peer`             | pick a healthy replica round-robin             | `upstream::pool`  |
-//! | `upstream_request_filter`   | X-Forwarded-*, request id, hop-by-hop, prefix  | `headers`         |
-//! | `fail_to_connect` / `error_while_proxy` | decide a retry on another replica | `proxy`           |
-//! | `response_filter`           | request id on the response, hop-by-hop         | `headers`         |
-//! | `fail_to_proxy`             | gateway-made JSON errors (404/502/503/504)     | `proxy::respond`  |
-//! | `logging`                   | one JSON access-log line                       | `telemetry`, `access_line` |
-//!
-//! Beside the request path: `config` (TOML -> typed `Config`), `state` (the swappable
-//! `Snapshot`), `upstream::health` (active health checks), `cli` and `app` (wiring).
+//! An edge gateway on Pingora. One request walks down the modules in this order:
+//! `app` (listeners, TLS) -> `connection` (cap, head deadline, HTTP/1 loop) -> `proxy`
+//! (one function per pingora phase: `ctx`, `admit`, `body`, `respond`, `log`) ->
+//! `upstream::pool` -> a replica. The table of every step, with the module that does
+//! it, and the layers the modules sit in are in docs/architecture.md (one table, kept
+//! there; `gateway/tests/layers.rs` enforces the layers).
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
