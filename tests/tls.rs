@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::pki::{https_client, served_cert, TestCa};
+use e2e::pki::{https_client, served_cert, served_serial, TestCa};
 use e2e::*;
 
 fn static_config(dir: &std::path::Path, ca: &TestCa, r: &Replica) -> String {
@@ -273,10 +273,17 @@ async fn internal_ca_serves_localhost_and_survives_restarts() {
             .status(),
         200
     );
+    let serial = served_serial(gw.tls, "localhost").expect("a certificate is served");
     drop(gw);
-    // A restart keeps the CA: clients that trust it keep working.
+    // A restart keeps the CA and the leaf: nothing is issued again, clients that trust
+    // the CA keep working.
     let gw = Gateway::start(&config);
     assert_eq!(std::fs::read_to_string(&ca_path).unwrap(), ca_pem);
+    assert_eq!(
+        served_serial(gw.tls, "localhost").as_deref(),
+        Some(serial.as_str()),
+        "the same leaf is served after a restart"
+    );
     let c = https_client(&ca_pem, "localhost", gw.tls);
     assert_eq!(
         c.get(format!("https://localhost:{}/api/whoami", gw.tls.port()))

@@ -1,6 +1,7 @@
 //! The local CA for `certificate = "internal"` (like Caddy's `tls internal`): one CA
 //! key and certificate kept in `<state_dir>/internal/`, and short-lived leaf
-//! certificates issued from it in memory. Trust `ca.pem` once and every local name works.
+//! certificates issued from it (kept in `<state_dir>/internal/sites/NAME/`, so a
+//! restart serves the same leaf). Trust `ca.pem` once and every local name works.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,15 @@ use super::store::write_atomic;
 
 /// How long an internal leaf certificate lives (renewed after two thirds).
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 86400);
+
+/// Where the leaf of the site whose first name is `primary` is kept.
+pub fn leaf_paths(state_dir: &Path, primary: &str) -> (PathBuf, PathBuf) {
+    let dir = state_dir
+        .join("internal")
+        .join("sites")
+        .join(primary.replace('*', "_wildcard"));
+    (dir.join("cert.pem"), dir.join("key.pem"))
+}
 
 pub struct LocalCa {
     issuer: Issuer<'static, KeyPair>,
