@@ -251,6 +251,14 @@ async fn readyz_status_and_the_admin_listener_boundaries() {
         .status()
         .unwrap();
     assert!(hc.success());
+    // `gateway status` prints what /status says (for `docker compose exec`).
+    let out = Command::new(bin("gateway"))
+        .args(["status", "--admin", &gw.admin.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(printed["config"], status["config"], "{printed}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

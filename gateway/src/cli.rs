@@ -1,4 +1,5 @@
-//! Command line: `gateway run`, `check` (like `nginx -t`), `reload`, `healthcheck`.
+//! Command line: `gateway run`, `check` (like `nginx -t`), `reload`, `status`,
+//! `healthcheck`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -40,6 +41,14 @@ pub enum Command {
         #[arg(long, short, env = "GATEWAY_CONFIG")]
         config: Option<PathBuf>,
         /// The admin listener's address, instead of reading it from the config.
+        #[arg(long)]
+        admin: Option<SocketAddr>,
+    },
+    /// Print the running gateway's /status (routes, pools and replica health,
+    /// certificates, reloads) as JSON: `docker compose exec gateway gateway status`.
+    Status {
+        #[arg(long, short, env = "GATEWAY_CONFIG")]
+        config: Option<PathBuf>,
         #[arg(long)]
         admin: Option<SocketAddr>,
     },

@@ -92,6 +92,26 @@ fn main() -> ExitCode {
             }
         },
         Command::Reload { config, admin } => reload(admin, config),
+        Command::Status { config, admin } => {
+            let addr = admin_address(admin, config.as_deref());
+            match gateway::client::request(addr, "GET", "/status", Duration::from_secs(10)) {
+                Ok((200, body)) => {
+                    match serde_json::from_str::<serde_json::Value>(&body) {
+                        Ok(v) => println!("{v:#}"),
+                        Err(_) => println!("{body}"),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("status {status}: {body}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Healthcheck { config, admin } => {
             let addr = admin_address(admin, config.as_deref());
             match gateway::client::request(addr, "GET", "/healthz", Duration::from_secs(3)) {
