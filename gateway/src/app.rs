@@ -28,7 +28,7 @@ use crate::tls::manager::{install_local, CertManager};
 use crate::tls::TlsState;
 use crate::upstream::health::HealthService;
 use pingora_core::listeners::tls::TlsSettings;
-use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions};
 
 /// Pingora gives every connection a 64 KiB read buffer up front: 10,000 idle keep-alive
 /// connections then cost about 1 GiB. Plain HTTP reads straight into the request
@@ -138,6 +138,10 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         Arc::new(HeadRefuser::new(Arc::clone(&state), Arc::clone(&metrics))),
     );
     let mut proxy = pingora_core::services::listening::Service::new("gateway".to_owned(), edge);
+    // SO_REUSEPORT when asked: a second gateway in the same network namespace binds the
+    // same ports, the way a zero-downtime container upgrade hands over (docs/deploy.md).
+    let mut socket = TcpSocketOptions::default();
+    socket.so_reuseport = server_cfg.reuse_port.then_some(true);
     for l in &listeners {
         if l.tls {
             let mut settings = match TlsSettings::intermediate("", "") {
@@ -152,13 +156,16 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
             );
             settings.enable_h2();
             let endpoint = ListenerConfig::tcp(l.address.to_string())
+                .tcp_socket_options(socket.clone())
                 .tls(settings)
                 .l4_buffer(TLS_READ_BUFFER);
             proxy.add_listener(endpoint);
             tracing::info!(event = "listening", address = %l.address, "listening (https, h2 and http/1.1)");
         } else {
             proxy.add_listener(
-                ListenerConfig::tcp(l.address.to_string()).l4_buffer(PLAIN_READ_BUFFER),
+                ListenerConfig::tcp(l.address.to_string())
+                    .tcp_socket_options(socket.clone())
+                    .l4_buffer(PLAIN_READ_BUFFER),
             );
             tracing::info!(event = "listening", address = %l.address, "listening (http)");
         }
@@ -184,7 +191,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         allow: admin_cfg.allow.clone(),
     };
     let mut admin_service = Service::new("admin".to_owned(), admin);
-    admin_service.add_tcp(&admin_cfg.address.to_string());
+    admin_service.add_tcp_with_settings(&admin_cfg.address.to_string(), socket);
     tracing::info!(event = "listening", address = %admin_cfg.address, "admin listener");
     server.add_service(admin_service);
 

@@ -52,6 +52,10 @@ pub enum Command {
         #[arg(long)]
         admin: Option<SocketAddr>,
     },
+    /// Do nothing until SIGTERM or SIGINT. In Compose this holds the network namespace
+    /// (and the published ports) that gateway containers join, so a new gateway can
+    /// take over from an old one without the ports going away (docs/deploy.md).
+    Hold,
     /// Probe the admin listener's /healthz (for container HEALTHCHECKs): exit 0 if alive.
     Healthcheck {
         #[arg(long, short, env = "GATEWAY_CONFIG")]

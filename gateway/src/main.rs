@@ -66,6 +66,35 @@ fn reload(flag: Option<SocketAddr>, config: Option<PathBuf>) -> ExitCode {
     }
 }
 
+/// Waits for SIGTERM or SIGINT, doing nothing (`gateway hold`).
+fn hold() -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            eprintln!("cannot listen for signals");
+            return ExitCode::FAILURE;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        ExitCode::SUCCESS
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -112,6 +141,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Hold => hold(),
         Command::Healthcheck { config, admin } => {
             let addr = admin_address(admin, config.as_deref());
             match gateway::client::request(addr, "GET", "/healthz", Duration::from_secs(3)) {

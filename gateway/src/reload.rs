@@ -149,6 +149,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
         changed.push("server.upgrade_sock".to_owned());
         new.server.upgrade_sock = running.server.upgrade_sock.clone();
     }
+    if new.server.reuse_port != running.server.reuse_port {
+        changed.push("server.reuse_port".to_owned());
+        new.server.reuse_port = running.server.reuse_port;
+    }
     if new.server.shutdown_grace != running.server.shutdown_grace {
         changed.push("server.shutdown_grace".to_owned());
         new.server.shutdown_grace = running.server.shutdown_grace;

@@ -151,6 +151,9 @@ pub struct Server {
     pub trusted_proxies: Vec<IpNet>,
     /// Unix socket over which `gateway run --upgrade` receives the listening sockets.
     pub upgrade_sock: PathBuf,
+    /// Listening sockets with `SO_REUSEPORT`: a second gateway in the same network
+    /// namespace can bind the same ports, so one can take over from the other.
+    pub reuse_port: bool,
 }
 
 #[derive(Debug, Clone)]

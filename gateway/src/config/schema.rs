@@ -139,6 +139,7 @@ pub struct ServerSection {
     pub threads: Option<usize>,
     pub shutdown_grace: Option<Dur>,
     pub upgrade_sock: Option<String>,
+    pub reuse_port: Option<bool>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
 }

@@ -197,6 +197,7 @@ impl Validator<'_> {
             upgrade_sock: s
                 .upgrade_sock
                 .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), PathBuf::from),
+            reuse_port: s.reuse_port.unwrap_or(false),
         }
     }
 
