@@ -5,8 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client;
-# docker-compose parses compose.yml (no Docker engine is needed for that).
-bash tests/deps.sh prometheus pebble openssl docker-compose slowhttptest testssl.sh
+# docker-compose and debootstrap build and run the Compose stack on the Docker engine.
+bash tests/deps.sh prometheus pebble openssl docker-compose debootstrap slowhttptest testssl.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
@@ -16,6 +16,11 @@ echo "== gateway check on every config under config/"
 find config -name '*.toml' -print0 | sort -z | while IFS= read -r -d '' f; do
   target/debug/gateway check --config "$f"
 done
+
+echo "== images for the Compose test (base images made here; layer-cached)"
+# Built before the tests start, so the first (long) build does not share the machine
+# with timing-sensitive tests; the Compose test finds them ready.
+bash tests/compose/build.sh
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
