@@ -15,6 +15,7 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::reload::{Outcome, Reloader};
 use crate::state::{SharedState, Snapshot};
+use crate::store::Store;
 
 pub struct AdminApp {
     pub state: SharedState,
@@ -24,6 +25,7 @@ pub struct AdminApp {
     pub accepted: Arc<crate::connections::AcceptCounter>,
     /// From the start-up config (the admin listener itself cannot change live).
     pub allow: Vec<IpNet>,
+    pub store: Option<Arc<Store>>,
 }
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -159,6 +161,12 @@ impl AdminApp {
                 "rate_limits": limits,
             },
             "pools": pools,
+            "store": self.store.as_ref().map(|s| json!({
+                "address": s.address(),
+                "up": s.is_up(),
+                "last_error": s.last_error(),
+                "instance": s.instance,
+            })),
             "requests_in_flight": self.lifecycle.in_flight(),
             "reloads": reloads,
         })

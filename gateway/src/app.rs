@@ -23,6 +23,7 @@ use crate::proxy::Gateway;
 use crate::ratelimit::sweeper::Sweeper;
 use crate::reload::Reloader;
 use crate::state::Snapshot;
+use crate::store::{Store, StoreService};
 use crate::telemetry;
 use crate::tls::manager::{install_local, CertManager};
 use crate::tls::TlsState;
@@ -71,6 +72,39 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
     let listeners = config.listeners.clone();
     let server_cfg = config.server.clone();
     let admin_cfg = config.admin.clone();
+    // The shared store, when configured: connected by its service once the server
+    // runs; with `required`, the gateway does not start without it.
+    let store = match config
+        .store
+        .clone()
+        .map(|c| Store::new(c, metrics.store.clone()))
+    {
+        None => None,
+        Some(Ok(s)) => Some(Arc::new(s)),
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "cannot set up the store");
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(store) = &store {
+        match runtime.block_on(crate::store::reachable(store)) {
+            Ok(()) => {
+                tracing::info!(event = "store_configured", store = %store.address(), "shared store reachable")
+            }
+            Err(e) if store.cfg.required => {
+                tracing::error!(event = "store_unreachable", store = %store.address(), error = %e, "not starting: [store] required = true");
+                eprintln!("not starting: the store at {} cannot be reached ({e}) and [store] required = true", store.address());
+                return ExitCode::FAILURE;
+            }
+            Err(e) => tracing::warn!(
+                event = "store_unreachable",
+                store = %store.address(),
+                error = %e,
+                "starting without the shared store: rate limits use their fallback until it answers"
+            ),
+        }
+    }
     // First pass of every pool's health checks happens here, before any listener opens.
     let snapshot = match runtime.block_on(Snapshot::build(config, None)) {
         Ok(s) => s,
@@ -124,6 +158,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         Arc::clone(&lifecycle),
         Arc::clone(&metrics),
         Arc::clone(&tls),
+        store.clone(),
     );
     // Pingora's HTTP proxy, wrapped so each client connection passes the per-client cap
     // and gets a request-head deadline (connection/) before pingora reads from it.
@@ -189,12 +224,19 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         lifecycle: Arc::clone(&lifecycle),
         accepted,
         allow: admin_cfg.allow.clone(),
+        store: store.clone(),
     };
     let mut admin_service = Service::new("admin".to_owned(), admin);
     admin_service.add_tcp_with_settings(&admin_cfg.address.to_string(), socket);
     tracing::info!(event = "listening", address = %admin_cfg.address, "admin listener");
     server.add_service(admin_service);
 
+    if let Some(store) = &store {
+        server.add_service(background_service(
+            "store",
+            StoreService::new(Arc::clone(store)),
+        ));
+    }
     server.add_service(background_service(
         "health checks",
         HealthService::new({

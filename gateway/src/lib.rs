@@ -26,6 +26,7 @@ pub mod reload;
 pub mod request_id;
 pub mod routing;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;

@@ -15,6 +15,7 @@ use prometheus::{
 
 use crate::config::Listener;
 use crate::ratelimit::Limiter;
+use crate::store::StoreMetrics;
 use crate::upstream::Pool;
 
 /// Request latency buckets: sub-millisecond to 10 s.
@@ -48,7 +49,16 @@ pub struct Metrics {
     pub header_timeouts: prometheus::IntCounter,
     /// Connections beyond `max_connections_per_client` (refused, or answered 429).
     pub connections_over_cap: prometheus::IntCounter,
+    /// The shared store's state, errors and call latency (`[store]`).
+    pub store: StoreMetrics,
+    /// Requests a cluster rate limit decided without the store, by fallback.
+    pub ratelimit_fallbacks: IntCounterVec,
 }
+
+/// Store calls: from 100 µs (loopback) to the 1 s the budget may be set to.
+const STORE_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
 
 /// Infallible in practice (names and labels are static); a failure would be a bug we
 /// want to see at start-up, so it is reported, not hidden.
@@ -222,6 +232,42 @@ impl Metrics {
                         "Established client connections, by listener.",
                     ),
                     &["listener"],
+                )?,
+            )?,
+            store: StoreMetrics {
+                up: reg(
+                    &r,
+                    IntGauge::new(
+                        "gateway_store_up",
+                        "1 while the shared store ([store]) answers, 0 while it does not (or is not configured).",
+                    )?,
+                )?,
+                errors: reg(
+                    &r,
+                    counter(
+                        "gateway_store_errors_total",
+                        "Failed or timed-out calls to the shared store, by operation.",
+                        &["op"],
+                    )?,
+                )?,
+                calls: reg(
+                    &r,
+                    HistogramVec::new(
+                        HistogramOpts::new(
+                            "gateway_store_call_duration_seconds",
+                            "Time of one call to the shared store, by operation.",
+                        )
+                        .buckets(STORE_BUCKETS.to_vec()),
+                        &["op"],
+                    )?,
+                )?,
+            },
+            ratelimit_fallbacks: reg(
+                &r,
+                counter(
+                    "gateway_ratelimit_fallbacks_total",
+                    "Requests a cluster rate limit decided without the store (down or slow), by limit and fallback: local, allow, deny.",
+                    &["limit", "mode"],
                 )?,
             )?,
             registry: r,

@@ -157,6 +157,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
         changed.push("server.shutdown_grace".to_owned());
         new.server.shutdown_grace = running.server.shutdown_grace;
     }
+    if new.store != running.store {
+        changed.push("store".to_owned());
+        new.store = running.store.clone();
+    }
     if new.log.level != running.log.level || new.log.format != running.log.format {
         changed.push("log.level/log.format".to_owned());
         new.log.level = running.log.level.clone();

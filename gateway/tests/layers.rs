@@ -23,6 +23,8 @@ const LAYERS: &[&[&str]] = &[
         "cli",
         "client",
     ],
+    // The shared store (Redis): what rate limits and certificates share through.
+    &["store"],
     // What the snapshot is made of, and the services that keep it current.
     &[
         "ratelimit",

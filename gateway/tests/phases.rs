@@ -29,6 +29,7 @@ async fn gateway(toml: &str) -> Gateway {
         Arc::new(Lifecycle::default()),
         Arc::new(Metrics::new().unwrap()),
         Arc::new(TlsState::default()),
+        None,
     )
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod pebble;
 pub mod pki;
 mod ports;
+pub mod redis;
 
 pub use config::{two_pools, TestConfig};
 pub use ports::{dead_port, free_port, Ports};

@@ -62,3 +62,10 @@ pub const STATE_DIR: &str = "certs";
 pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
+
+// [store]
+pub const STORE_KEY_PREFIX: &str = "gateway:";
+/// A store call on loopback or a LAN takes well under a millisecond; 20 ms leaves room
+/// for a busy server and bounds what an outage adds to a request.
+pub const STORE_TIMEOUT: Duration = Duration::from_millis(20);
+pub const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);

@@ -47,8 +47,72 @@ pub struct Config {
     pub admin: Admin,
     pub tls: Tls,
     pub sites: Vec<Site>,
+    /// Redis, shared by several gateways; `None`: everything stays in this process.
+    pub store: Option<Store>,
     /// Things that are allowed but probably not meant (printed by `gateway check`).
     pub warnings: Vec<String>,
+}
+
+/// The shared store (`[store]`): a Redis (or Valkey) server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Store {
+    /// `redis://host:port/db` or `rediss://...` as written (never with a password).
+    pub url: String,
+    /// From the environment variable `password_env` names.
+    pub password: Option<Secret>,
+    /// A CA to trust for `rediss://` instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Every key the gateway writes starts with this.
+    pub key_prefix: String,
+    /// Longest wait for one store call on the request path; past it the fallback
+    /// decides.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Refuse to start while the store cannot be reached (default: start, and serve
+    /// with the fallbacks).
+    pub required: bool,
+    /// 32 bytes from the environment variable `encryption_key_env` names: private keys
+    /// are sealed with it (AES-256-GCM) before they go to the store.
+    pub encryption_key: Option<Secret>,
+}
+
+/// A value from the environment that must never be printed (`Debug` shows `***`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    pub fn new(v: impl Into<Vec<u8>>) -> Self {
+        Secret(v.into())
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scope {
+    /// In this process.
+    #[default]
+    Local,
+    /// In the store, shared by every gateway using it; `Fallback` decides while the
+    /// store cannot answer.
+    Cluster(Fallback),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// Count in this process meanwhile (each gateway admits the limit on its own).
+    Local,
+    Allow,
+    Deny,
 }
 
 /// The admin listener: metrics, health, status and reload; never on a public listener.
@@ -94,6 +158,7 @@ pub struct RateLimit {
     pub ipv6_prefix: u8,
     pub max_keys: usize,
     pub exempt_paths: Vec<String>,
+    pub scope: Scope,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -42,6 +42,21 @@ pub struct File {
     pub tls: TlsSection,
     #[serde(default)]
     pub sites: Vec<SiteSection>,
+    /// Shared state for several gateways (rate limits, certificates): Redis.
+    pub store: Option<StoreSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    pub redis: String,
+    pub password_env: Option<String>,
+    pub ca_file: Option<String>,
+    pub key_prefix: Option<String>,
+    pub timeout: Option<Dur>,
+    pub connect_timeout: Option<Dur>,
+    pub required: Option<bool>,
+    pub encryption_key_env: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,6 +124,23 @@ pub struct RateLimitSection {
     pub ipv6_prefix: Option<u8>,
     pub max_keys: Option<usize>,
     pub exempt_paths: Option<Vec<String>>,
+    pub scope: Option<ScopeKind>,
+    pub fallback: Option<FallbackKind>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ScopeKind {
+    Local,
+    Cluster,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackKind {
+    Local,
+    Allow,
+    Deny,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]

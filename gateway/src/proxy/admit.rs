@@ -1,34 +1,50 @@
 //! `request_filter`'s decisions, in order: on plain HTTP the ACME challenge answer and
 //! the redirect to HTTPS (before any policy: a CA's validator is never limited), then
 //! framing, header size, Host, path, route, address lists, CORS preflight, declared
-//! body size, rate limits. Each refusal is a JSON error from `respond`; `Ok(true)`
-//! means a response was written and the request ends here.
+//! body size, then the route's rate limits (`limit.rs`). Each refusal is a JSON error
+//! from `respond`; `Ok(true)` means a response was written and the request ends here.
 
 use pingora_core::Result;
 use pingora_proxy::Session;
 
-use super::ctx::{Ctx, RateInfo};
+use super::ctx::Ctx;
 use super::error::GatewayError;
+use super::limit;
 use super::respond::{send_challenge, send_error, send_preflight, send_redirect};
 use crate::headers::framing;
+use crate::metrics::Metrics;
 use crate::policy::access;
-use crate::ratelimit::key::key_for;
+use crate::store::Store;
 use crate::tls::sites::ACME_CHALLENGE_PREFIX;
 use crate::tls::store::Challenges;
 use crate::{headers, routing};
-
-const NS_PER_SEC: u64 = 1_000_000_000;
 
 /// Runs every admission check; returns true when the request was answered.
 pub async fn admit(
     session: &mut Session,
     ctx: &mut Ctx,
     challenges: &Challenges,
+    store: Option<&Store>,
+    metrics: &Metrics,
     shutting_down: bool,
 ) -> Result<bool> {
-    match check(session, ctx, challenges, shutting_down) {
-        Ok(Admission::Proxy) => Ok(false),
-        Ok(Admission::Challenge(answer)) => {
+    let outcome = match check(session, ctx, challenges, shutting_down) {
+        Ok(Admission::Limits) => limit::check(session.req_header(), ctx, store, metrics)
+            .await
+            .map(|()| Admission::Limits),
+        // A token another gateway published (the CA may ask any of them).
+        Ok(Admission::Challenge(None, token)) => match store {
+            Some(store) => Ok(Admission::Challenge(
+                store.http01(&token).await.ok().flatten(),
+                token,
+            )),
+            None => Ok(Admission::Challenge(None, token)),
+        },
+        other => other,
+    };
+    match outcome {
+        Ok(Admission::Limits) => Ok(false),
+        Ok(Admission::Challenge(answer, _)) => {
             send_challenge(session, ctx, answer).await?;
             Ok(true)
         }
@@ -49,9 +65,10 @@ pub async fn admit(
 }
 
 enum Admission {
-    Proxy,
-    /// An ACME HTTP-01 token's answer (`None`: unknown token, 404).
-    Challenge(Option<String>),
+    /// Admitted so far; the route's rate limits decide (`limit.rs`).
+    Limits,
+    /// An ACME HTTP-01 token's answer (`None`: unknown here, 404), and the token.
+    Challenge(Option<String>, String),
     Redirect(u16),
     Preflight(Vec<(http::HeaderName, http::HeaderValue)>),
 }
@@ -70,6 +87,7 @@ fn check(
         if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX) {
             return Ok(Admission::Challenge(
                 challenges.get(token).map(|a| a.clone()),
+                token.to_owned(),
             ));
         }
         if let Some(status) = ctx.snapshot.sites.redirect(ctx.site) {
@@ -122,35 +140,5 @@ fn check(
     if framing::content_length(req).is_some_and(|n| n > policy.max_body_size) {
         return Err(GatewayError::PayloadTooLarge);
     }
-    let mut tightest: Option<RateInfo> = None;
-    for limiter in &policy.limiters {
-        if limiter.is_exempt(path) {
-            continue;
-        }
-        let Some(key) = key_for(
-            &limiter.config.key,
-            limiter.config.ipv6_prefix,
-            ctx.client_ip,
-            &req.headers,
-        ) else {
-            continue;
-        };
-        let d = limiter.check(key, limiter.now());
-        let info = RateInfo {
-            limit: limiter.config.burst,
-            remaining: d.remaining,
-            reset_secs: d.reset_ns.div_ceil(NS_PER_SEC),
-            retry_after_secs: (!d.allowed).then(|| d.retry_after_ns.div_ceil(NS_PER_SEC).max(1)),
-        };
-        if !d.allowed {
-            ctx.rate = Some(info);
-            ctx.rate_limited_by = Some(limiter.config.name.clone());
-            return Err(GatewayError::TooManyRequests);
-        }
-        if tightest.is_none_or(|t| info.remaining < t.remaining) {
-            tightest = Some(info);
-        }
-    }
-    ctx.rate = tightest;
-    Ok(Admission::Proxy)
+    Ok(Admission::Limits)
 }

@@ -5,6 +5,7 @@ mod admit;
 pub mod body;
 pub mod ctx;
 pub mod error;
+mod limit;
 mod log;
 pub mod refuse;
 pub mod respond;
@@ -24,6 +25,7 @@ use crate::headers::{
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::state::SharedState;
+use crate::store::Store;
 use crate::tls::TlsState;
 use crate::{request_id, routing};
 use ctx::Ctx;
@@ -35,6 +37,9 @@ pub struct Gateway {
     lifecycle: Arc<Lifecycle>,
     metrics: Arc<Metrics>,
     tls: Arc<TlsState>,
+    /// The shared store, when `[store]` is configured (cluster rate limits, HTTP-01
+    /// tokens another gateway published).
+    store: Option<Arc<Store>>,
 }
 
 impl Gateway {
@@ -43,12 +48,14 @@ impl Gateway {
         lifecycle: Arc<Lifecycle>,
         metrics: Arc<Metrics>,
         tls: Arc<TlsState>,
+        store: Option<Arc<Store>>,
     ) -> Self {
         Gateway {
             state,
             lifecycle,
             metrics,
             tls,
+            store,
         }
     }
 
@@ -128,6 +135,8 @@ impl ProxyHttp for Gateway {
             session,
             ctx,
             &self.tls.challenges,
+            self.store.as_deref(),
+            &self.metrics,
             self.lifecycle.is_shutting_down(),
         )
         .await?;

@@ -54,6 +54,37 @@ pub fn key_for(
     }
 }
 
+/// The key for one request as text every gateway derives alike, for limits counted in
+/// the shared store (`None`: no limit applies). A header's value is hashed with SHA-256
+/// (no secret, the same everywhere): the store never holds the value itself.
+pub fn shared_key(
+    kind: &RateKey,
+    ipv6_prefix: u8,
+    client: Option<IpAddr>,
+    headers: &HeaderMap,
+) -> Option<String> {
+    let address = |ip: IpAddr| match address_key(ip, ipv6_prefix) {
+        Key::V4(v) => format!("a{v:08x}"),
+        Key::V6(v) => format!("b{v:032x}"),
+        _ => "g".to_owned(),
+    };
+    match kind {
+        RateKey::Global => Some("g".to_owned()),
+        RateKey::Address => client.map(address),
+        RateKey::Header(name) => match headers.get(name).filter(|v| !v.is_empty()) {
+            Some(v) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, v.as_bytes());
+                let hex: String = digest.as_ref()[..16]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                Some(format!("h{hex}"))
+            }
+            None => client.map(address),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,6 +99,31 @@ mod tests {
         assert_ne!(address_key(a, 128), address_key(b, 128));
         let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
         assert_eq!(address_key(mapped, 64), Key::V4(0x0a010203));
+    }
+
+    #[test]
+    fn shared_keys_are_the_same_text_everywhere_and_never_the_header_value() {
+        let kind = RateKey::Header(http::HeaderName::from_static("authorization"));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            shared_key(&kind, 64, Some(ip), &h).as_deref(),
+            Some("ac0000201")
+        );
+        h.insert("authorization", "Bearer alice".parse().unwrap());
+        let alice = shared_key(&kind, 64, Some(ip), &h).unwrap();
+        assert_eq!(alice, shared_key(&kind, 64, None, &h).unwrap(), "stable");
+        assert!(alice.starts_with('h') && alice.len() == 33, "{alice}");
+        assert!(!alice.contains("alice"));
+        let v6: IpAddr = "2001:db8:1:2::9".parse().unwrap();
+        assert_eq!(
+            shared_key(&RateKey::Address, 64, Some(v6), &h).as_deref(),
+            Some("b20010db8000100020000000000000000")
+        );
+        assert_eq!(
+            shared_key(&RateKey::Global, 64, None, &h).as_deref(),
+            Some("g")
+        );
     }
 
     #[test]

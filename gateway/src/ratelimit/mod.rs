@@ -7,6 +7,7 @@
 //! the same rate, so an address-spraying flood is throttled as a whole and memory stays
 //! bounded.
 
+pub mod cluster;
 pub mod gcra;
 pub mod key;
 pub mod sweeper;
@@ -16,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use dashmap::DashMap;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, Scope};
 pub use gcra::Decision;
 use gcra::Gcra;
 use key::Key;
@@ -24,18 +25,48 @@ use key::Key;
 pub struct Limiter {
     pub config: RateLimit,
     gcra: Gcra,
+    /// For a limit counted in the shared store: its key prefix and its shape there.
+    pub shared: Option<SharedShape>,
     table: DashMap<Key, u64>,
     /// Clock origin: TATs are nanoseconds since this instant.
     epoch: Instant,
     last_full_sweep: AtomicU64,
 }
 
+/// How a cluster limit is counted in the store: every gateway with the same limit
+/// (name, rate and burst) derives the same keys; a changed limit starts fresh, as a
+/// local one does on reload.
+#[derive(Debug, Clone)]
+pub struct SharedShape {
+    /// `rl:NAME:T_US.BURST:` (the store's key prefix is added by the store).
+    pub key_prefix: String,
+    /// The emission interval and the capacity (interval times burst), microseconds.
+    pub t_us: u64,
+    pub cap_us: u64,
+}
+
+impl SharedShape {
+    fn new(config: &RateLimit, gcra: &Gcra) -> Self {
+        let t_us = (gcra.t / 1000).max(1);
+        SharedShape {
+            key_prefix: format!("rl:{}:{t_us}.{}:", config.name, gcra.burst),
+            t_us,
+            cap_us: t_us.saturating_mul(u64::from(gcra.burst)),
+        }
+    }
+}
+
 impl Limiter {
     pub fn new(config: RateLimit) -> Self {
         let gcra = Gcra::new(config.count, config.period, config.burst);
+        let shared = match config.scope {
+            Scope::Cluster(_) => Some(SharedShape::new(&config, &gcra)),
+            Scope::Local => None,
+        };
         Limiter {
             config,
             gcra,
+            shared,
             table: DashMap::new(),
             epoch: Instant::now(),
             last_full_sweep: AtomicU64::new(0),
@@ -131,6 +162,7 @@ mod tests {
             ipv6_prefix: 64,
             max_keys,
             exempt_paths: vec!["/healthz".into()],
+            scope: crate::config::Scope::Local,
         }
     }
 

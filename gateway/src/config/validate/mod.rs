@@ -7,6 +7,7 @@ mod cors;
 mod policy;
 mod pools;
 mod routes;
+mod store;
 mod tls;
 
 use std::collections::HashSet;
@@ -67,6 +68,7 @@ pub fn parse_and_validate(
     let mut v = Validator {
         loc,
         doc: &document,
+        env,
         errors: Vec::new(),
     };
     let config = v.config(path, file);
@@ -94,6 +96,8 @@ fn serde_path(p: &serde_path_to_error::Path) -> String {
 pub(super) struct Validator<'a> {
     loc: Locator<'a>,
     doc: &'a ImDocument<String>,
+    /// The environment, for secrets a section names by variable (`[store]`).
+    env: &'a dyn Fn(&str) -> Option<String>,
     errors: Vec<ConfigError>,
 }
 
@@ -154,7 +158,11 @@ impl Validator<'_> {
             rate_limits: file.rate_limits.keys().cloned().collect(),
             cors: file.cors.keys().cloned().collect(),
         };
-        let rate_limits = self.rate_limits(file.rate_limits);
+        let acme_sites = sites
+            .iter()
+            .any(|s| matches!(s.certificate, crate::config::CertSource::Acme(_)));
+        let store = self.store(file.store, &base, acme_sites, &mut warnings);
+        let rate_limits = self.rate_limits(file.rate_limits, store.is_some());
         let cors = self.cors_policies(file.cors);
         let defaults = self.resolve_policy(&[key("route_defaults")], &file.route_defaults, &names);
         let policy_of = |v: &mut Self, i: usize, r: &schema::RouteSection| {
@@ -176,6 +184,7 @@ impl Validator<'_> {
             admin,
             tls,
             sites,
+            store,
             warnings,
         }
     }

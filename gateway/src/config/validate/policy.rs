@@ -11,7 +11,7 @@ use super::{at, key, Validator};
 use crate::config::defaults;
 use crate::config::doc::Seg;
 use crate::config::schema::{self, RateKeyKind};
-use crate::config::{HeaderPolicy, Limits, RateKey, RateLimit, RoutePolicy};
+use crate::config::{Fallback, HeaderPolicy, Limits, RateKey, RateLimit, RoutePolicy, Scope};
 
 /// Names defined in the file, for cross-references.
 pub struct Names {
@@ -217,6 +217,7 @@ impl Validator<'_> {
     pub(super) fn rate_limits(
         &mut self,
         m: BTreeMap<String, schema::RateLimitSection>,
+        has_store: bool,
     ) -> Vec<RateLimit> {
         let mut out = Vec::new();
         for (name, r) in m {
@@ -278,6 +279,31 @@ impl Validator<'_> {
                     self.err(&path, format!("path {p:?} must start with '/'"));
                 }
             }
+            let fallback = match r.fallback {
+                Some(schema::FallbackKind::Local) | None => Fallback::Local,
+                Some(schema::FallbackKind::Allow) => Fallback::Allow,
+                Some(schema::FallbackKind::Deny) => Fallback::Deny,
+            };
+            let scope = match r.scope {
+                Some(schema::ScopeKind::Cluster) => {
+                    if !has_store {
+                        self.err(
+                            &at(&base, "scope"),
+                            "scope = \"cluster\" counts in the shared store: add a [store] section",
+                        );
+                    }
+                    Scope::Cluster(fallback)
+                }
+                Some(schema::ScopeKind::Local) | None => {
+                    if r.fallback.is_some() {
+                        self.err(
+                            &at(&base, "fallback"),
+                            "`fallback` is only used with scope = \"cluster\"",
+                        );
+                    }
+                    Scope::Local
+                }
+            };
             out.push(RateLimit {
                 name: Arc::from(name.as_str()),
                 count: r.rate.count,
@@ -287,6 +313,7 @@ impl Validator<'_> {
                 ipv6_prefix: ipv6_prefix.clamp(1, 128),
                 max_keys: max_keys.max(1),
                 exempt_paths,
+                scope,
             });
         }
         out
