@@ -252,6 +252,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         move || Arc::clone(&config_state.load().config),
         Arc::clone(&tls),
         Arc::clone(&metrics),
+        store.clone(),
     );
     server.add_service(background_service("certificates", certs));
     server.add_service(background_service(

@@ -333,6 +333,17 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets the account (the CA no longer knows it).
+    pub async fn forget_account(&self, directory: &str) -> Result<(), StoreError> {
+        let key = self.key(&format!("acme:account:{directory}"));
+        let _: i64 = self
+            .background("account_del", |mut c| async move {
+                redis::cmd("DEL").arg(key).query_async(&mut c).await
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Publishes a challenge answer (kept for `ttl`, announced to every gateway).
     pub async fn put_challenge(&self, event: &Event, ttl: Duration) -> Result<(), StoreError> {
         let (key, value) = match event {

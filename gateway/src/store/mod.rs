@@ -59,6 +59,8 @@ pub struct Store {
     /// Set by the service once it runs (the connection's tasks live on its runtime).
     conn: ArcSwapOption<ConnectionManager>,
     up: AtomicBool,
+    /// When the store last went up or down (or the gateway started).
+    changed: Mutex<Instant>,
     /// Tells this gateway's writes from other gateways' (locks, events).
     pub instance: String,
     metrics: StoreMetrics,
@@ -99,6 +101,7 @@ impl Store {
             client,
             conn: ArcSwapOption::empty(),
             up: AtomicBool::new(false),
+            changed: Mutex::new(Instant::now()),
             instance: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
             metrics,
             last_error: Mutex::new(None),
@@ -114,6 +117,15 @@ impl Store {
 
     pub fn is_up(&self) -> bool {
         self.up.load(Ordering::Relaxed)
+    }
+
+    /// How long the store has been down (since start, if it never came up); `None`
+    /// while it is up.
+    pub fn down_for(&self) -> Option<Duration> {
+        if self.is_up() {
+            return None;
+        }
+        Some(self.changed.lock().map_or(Duration::ZERO, |t| t.elapsed()))
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -190,6 +202,9 @@ impl Store {
         }
         if unreachable && self.up.swap(false, Ordering::AcqRel) {
             self.metrics.up.set(0);
+            if let Ok(mut t) = self.changed.lock() {
+                *t = Instant::now();
+            }
             tracing::warn!(
                 event = "store_down",
                 store = %self.cfg.url,
@@ -203,6 +218,9 @@ impl Store {
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             self.metrics.up.set(1);
+            if let Ok(mut t) = self.changed.lock() {
+                *t = Instant::now();
+            }
             tracing::info!(event = "store_up", store = %self.cfg.url, "shared store reachable");
         }
     }

@@ -1,7 +1,8 @@
 //! One ACME order (RFC 8555, via `instant-acme`): account (created once, kept in the
-//! state dir), HTTP-01 challenges answered by the gateway's own plain listener or
-//! TLS-ALPN-01 ones by its HTTPS listeners (`alpn.rs`), CSR,
-//! certificate. Renewal scheduling and backoff live in `manager.rs`.
+//! state dir and, with a store, shared), HTTP-01 challenges answered by the gateway's
+//! own plain listener or TLS-ALPN-01 ones by its HTTPS listeners (`alpn.rs`), published
+//! to every gateway through the store when there is one, CSR, certificate. Scheduling,
+//! the cluster lock and backoff live in `renew.rs` and `manager.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,6 +16,7 @@ use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 use super::store::write_atomic;
 use super::TlsState;
 use crate::config::{Acme, Challenge};
+use crate::store::{Event, Store};
 
 const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 
@@ -42,20 +44,37 @@ pub fn cert_paths(state_dir: &Path, primary: &str) -> (PathBuf, PathBuf) {
     (dir.join("cert.pem"), dir.join("key.pem"))
 }
 
-async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, String> {
+/// The account: the shared one when a store holds one (every gateway of a deployment
+/// uses the account the first one registered), else the one kept in the state dir,
+/// else a new one, kept in both.
+async fn account(acme: &Acme, state_dir: &Path, store: Option<&Store>) -> Result<Account, String> {
     let builder = || match &acme.ca_root {
         Some(root) => Account::builder_with_root(root)
             .map_err(|e| format!("cannot use ca_root {}: {e}", root.display())),
         None => Account::builder().map_err(|e| format!("cannot set up the ACME client: {e}")),
     };
     let path = account_path(state_dir, &acme.directory);
-    if let Ok(saved) = std::fs::read_to_string(&path) {
+    let shared = match store {
+        Some(s) => s.load_account(&acme.directory).await.unwrap_or_else(|e| {
+            tracing::warn!(event = "acme_account_store_failed", error = %e, "using the local account, if any");
+            None
+        }),
+        None => None,
+    };
+    let in_store = shared.is_some();
+    if let Some(saved) = shared.or_else(|| std::fs::read_to_string(&path).ok()) {
         match serde_json::from_str::<AccountCredentials>(&saved) {
             Ok(creds) => {
+                if let (Some(s), false) = (store, in_store) {
+                    // An account from before the store: share it from now on.
+                    if let Err(e) = s.save_account(&acme.directory, &saved).await {
+                        tracing::warn!(event = "acme_account_store_failed", error = %e);
+                    }
+                }
                 return builder()?
                     .from_credentials(creds)
                     .await
-                    .map_err(|e| format!("cannot restore the ACME account: {e}"))
+                    .map_err(|e| format!("cannot restore the ACME account: {e}"));
             }
             Err(e) => {
                 tracing::warn!(event = "acme_account_unreadable", path = %path.display(), error = %e, "creating a new account")
@@ -76,19 +95,30 @@ async fn account(acme: &Acme, state_dir: &Path) -> Result<Account, String> {
     let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
     write_atomic(&path, &json, 0o600)
         .map_err(|e| format!("cannot save the ACME account to {}: {e}", path.display()))?;
+    if let Some(s) = store {
+        if let Err(e) = s
+            .save_account(&acme.directory, &String::from_utf8_lossy(&json))
+            .await
+        {
+            tracing::warn!(event = "acme_account_store_failed", error = %e, "the account is kept locally only");
+        }
+    }
     tracing::info!(event = "acme_account_created", directory = %acme.directory, "ACME account created");
     Ok(account)
 }
 
 /// Orders a certificate for `names`; returns (chain PEM, key PEM).
+/// With a store, the account is the shared one and every challenge is published there
+/// too, so the CA may reach any gateway of the deployment.
 pub async fn order(
     acme: &Acme,
     names: &[String],
     state_dir: &Path,
     tls: &TlsState,
+    store: Option<&Store>,
 ) -> Result<(String, String), String> {
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-    let account = account(acme, state_dir).await?;
+    let account = account(acme, state_dir, store).await?;
     let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
         Ok(o) => o,
         // The CA no longer knows the saved account (its database was reset, or the
@@ -97,7 +127,10 @@ pub async fn order(
             let path = account_path(state_dir, &acme.directory);
             tracing::warn!(event = "acme_account_gone", directory = %acme.directory, "the CA does not know our account: registering a new one");
             let _ = std::fs::remove_file(&path);
-            let account = self::account(acme, state_dir).await?;
+            if let Some(s) = store {
+                let _ = s.forget_account(&acme.directory).await;
+            }
+            let account = self::account(acme, state_dir, store).await?;
             account
                 .new_order(&NewOrder::new(&identifiers))
                 .await
@@ -125,10 +158,16 @@ pub async fn order(
             match acme.challenge {
                 Challenge::Http01 => {
                     let token = challenge.token.clone();
-                    tls.challenges.insert(
-                        token.clone(),
-                        challenge.key_authorization().as_str().to_owned(),
-                    );
+                    let answer = challenge.key_authorization().as_str().to_owned();
+                    tls.challenges.insert(token.clone(), answer.clone());
+                    publish(
+                        store,
+                        Event::Http01 {
+                            token: token.clone(),
+                            answer,
+                        },
+                    )
+                    .await;
                     tokens.push(token);
                 }
                 Challenge::TlsAlpn01 => {
@@ -136,8 +175,16 @@ pub async fn order(
                         return Err("the CA asked to validate a non-DNS identifier".to_owned());
                     };
                     let name = name.clone();
-                    tls.alpn
-                        .insert(&name, challenge.key_authorization().digest().as_ref())?;
+                    let digest = challenge.key_authorization().digest().as_ref().to_vec();
+                    tls.alpn.insert(&name, &digest)?;
+                    publish(
+                        store,
+                        Event::Alpn {
+                            name: name.clone(),
+                            digest,
+                        },
+                    )
+                    .await;
                     alpn_names.push(name);
                 }
             }
@@ -175,9 +222,33 @@ pub async fn order(
     .await;
     for t in tokens {
         tls.challenges.remove(&t);
+        withdraw(store, Event::Http01Done(t)).await;
     }
     for n in alpn_names {
         tls.alpn.remove(&n);
+        withdraw(store, Event::AlpnDone(n)).await;
     }
     result
+}
+
+/// How long a published challenge is kept in the store at most (an order that dies
+/// without withdrawing it leaves nothing behind for long).
+const CHALLENGE_TTL: Duration = Duration::from_secs(600);
+
+/// Publishes a challenge to every gateway; a store that cannot take it leaves it to
+/// this gateway alone (the CA may still reach this one).
+async fn publish(store: Option<&Store>, event: Event) {
+    if let Some(s) = store {
+        if let Err(e) = s.put_challenge(&event, CHALLENGE_TTL).await {
+            tracing::warn!(event = "acme_challenge_store_failed", error = %e, "only this gateway answers the challenge");
+        }
+    }
+}
+
+async fn withdraw(store: Option<&Store>, event: Event) {
+    if let Some(s) = store {
+        if let Err(e) = s.drop_challenge(&event).await {
+            tracing::debug!(event = "acme_challenge_store_failed", error = %e, "the challenge expires in the store by itself");
+        }
+    }
 }

@@ -12,7 +12,9 @@ use rcgen::{
 };
 use time::OffsetDateTime;
 
-use super::store::write_atomic;
+use super::store::{entry_from_pem, write_atomic, Entry};
+use super::TlsState;
+use crate::config::{Config, Site};
 
 /// How long an internal leaf certificate lives (renewed after two thirds).
 pub const LEAF_LIFETIME: Duration = Duration::from_secs(7 * 86400);
@@ -106,4 +108,78 @@ impl LocalCa {
             key.serialize_pem(),
         ))
     }
+}
+
+/// A leaf for `site` from the local CA, unless the one in service already covers
+/// exactly its names and is not in the last third of its life (`None`: keep it). A
+/// reload thus does not mint a new certificate for every internal site, and neither
+/// does a restart: the leaf is kept in the state dir next to the CA and served again
+/// while it is still good for its names and signed by this CA.
+pub fn internal_entry(
+    tls: &TlsState,
+    config: &Config,
+    site: &Site,
+) -> Result<Option<Entry>, String> {
+    let fresh = |e: &Entry| {
+        e.source == "internal"
+            && e.names == site.names
+            && super::manager::now_secs() < e.not_after - LEAF_LIFETIME.as_secs() as i64 / 3
+    };
+    if tls.store.get(&site.names[0]).is_some_and(|e| fresh(&e)) {
+        return Ok(None);
+    }
+    let ca = tls.local_ca(&config.tls.state_dir)?;
+    let (cert_path, key_path) = leaf_paths(&config.tls.state_dir, &site.names[0]);
+    if let (Ok(chain), Ok(key)) = (
+        std::fs::read_to_string(&cert_path),
+        std::fs::read_to_string(&key_path),
+    ) {
+        let kept = entry_from_pem(&chain, &key, site.names.clone(), "internal")
+            .ok()
+            .filter(|e| fresh(e) && chain.ends_with(&ca.cert_pem) && covers(&chain, &site.names));
+        if kept.is_some() {
+            return Ok(kept);
+        }
+    }
+    let (chain, key) = ca.issue(&site.names)?;
+    write_atomic(&key_path, key.as_bytes(), 0o600)
+        .map_err(|e| format!("{}: {e}", key_path.display()))?;
+    write_atomic(&cert_path, chain.as_bytes(), 0o644)
+        .map_err(|e| format!("{}: {e}", cert_path.display()))?;
+    entry_from_pem(&chain, &key, site.names.clone(), "internal").map(Some)
+}
+
+/// Whether the first certificate of `chain_pem` names exactly `names` (its SANs).
+fn covers(chain_pem: &str, names: &[String]) -> bool {
+    let Some(Ok(der)) = rustls_pemfile::certs(&mut chain_pem.as_bytes()).next() else {
+        return false;
+    };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(&der) else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let mut got: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+            x509_parser::extensions::GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b)
+                    .ok()
+                    .map(|o| std::net::IpAddr::from(o).to_string()),
+                16 => <[u8; 16]>::try_from(*b)
+                    .ok()
+                    .map(|o| std::net::IpAddr::from(o).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let mut want = names.to_vec();
+    got.sort();
+    want.sort();
+    got == want
 }

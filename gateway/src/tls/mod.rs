@@ -7,6 +7,8 @@ pub mod acme;
 pub mod alpn;
 pub mod internal;
 pub mod manager;
+pub mod renew;
+pub mod shared;
 pub mod sites;
 pub mod store;
 

@@ -1,0 +1,245 @@
+//! Several gateways, one certificate: the ACME account, certificates and keys kept in
+//! a real redis-server (keys sealed), one order per name across the gateways (a lock
+//! with a fencing token), challenges any gateway can answer, and a new certificate
+//! served by every gateway as soon as one has it.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use e2e::pebble::Pebble;
+use e2e::pki::{https_client, served_serial};
+use e2e::redis::Redis;
+use e2e::*;
+
+const NAME: &str = "shop.cluster.test";
+/// The variable each gateway reads its store encryption key from.
+const KEY_VAR: &str = "E2E_CLUSTER_STORE_KEY";
+
+fn store(redis: &Redis) -> String {
+    format!(
+        "[store]\nredis = \"{}\"\nencryption_key_env = \"{KEY_VAR}\"\n",
+        redis.url()
+    )
+}
+
+fn with_site(redis: &Redis, pebble: &Pebble, r: &Replica, state: &std::path::Path) -> String {
+    TestConfig::plain_and_tls(state)
+        .acme_retry("1s", "3s")
+        .acme_site(&[NAME], pebble, "")
+        .with(&store(redis))
+        .pool("api", &[r])
+        .route("/api", "api", "")
+        .build()
+}
+
+async fn serves_valid_cert(gw: &Gateway, root: &str, within: Duration) -> bool {
+    let c = https_client(root, NAME, gw.tls);
+    let url = format!("https://{NAME}:{}/api/whoami", gw.tls.port());
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if c.get(&url).send().await.is_ok_and(|r| r.status() == 200) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+async fn orders_ok(gw: &Gateway) -> f64 {
+    sample(
+        &scrape(gw).await,
+        "gateway_acme_orders_total",
+        &[("result", "ok")],
+    )
+}
+
+fn set_store_key() {
+    // 32 bytes in base64 (what `openssl rand -base64 32` prints). Read by the gateway
+    // processes this test starts, which inherit its environment.
+    std::env::set_var(KEY_VAR, "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+}
+
+/// A is the only gateway the CA's HTTP-01 requests reach, and starts without the site;
+/// B and C start their orders, one of them gets the lock, and A answers the token it
+/// published. A then takes the site by reload and serves the same certificate without
+/// an order of its own; a gateway restarted empty gets it from the store; garbage in
+/// the store is an error for that key, and the next order replaces it.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_order_per_name_served_by_every_gateway() {
+    set_store_key();
+    let redis = Redis::start();
+    let ports_a = Ports::fresh();
+    let pebble = Pebble::start(ports_a.listen.port(), None, &[]);
+    let r = Replica::start("r1");
+    let states: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+
+    let without_site = TestConfig::plain_and_tls(states[0].path())
+        .internal_site(&["localhost"], "")
+        .with(&store(&redis))
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .build();
+    let a = Gateway::start_at(&without_site, ports_a);
+    let b = Gateway::start(&with_site(&redis, &pebble, &r, states[1].path()));
+    let c = Gateway::start(&with_site(&redis, &pebble, &r, states[2].path()));
+    let root = pebble.root_pem().await;
+    for gw in [&b, &c] {
+        assert!(
+            serves_valid_cert(gw, &root, Duration::from_secs(60)).await,
+            "{}",
+            gw.log_text()
+        );
+    }
+    assert_eq!(orders_ok(&b).await + orders_ok(&c).await, 1.0, "one order");
+    let serial = served_serial(b.tls, NAME).unwrap();
+    assert_eq!(served_serial(c.tls, NAME).as_deref(), Some(serial.as_str()));
+    let pebble_orders = std::fs::read_to_string(&pebble.log)
+        .unwrap()
+        .matches("POST /order-plz")
+        .count();
+    assert_eq!(pebble_orders, 1, "Pebble saw one order for {NAME}");
+
+    // A answered the validation: a request for the token reached it, not B or C.
+    assert!(
+        a.log_text().contains("/.well-known/acme-challenge/"),
+        "the CA validated through A: {}",
+        a.log_text()
+    );
+
+    // A takes the site by reload: the store's certificate, no order.
+    a.write_config(&with_site(&redis, &pebble, &r, states[0].path()));
+    let out = std::process::Command::new(bin("gateway"))
+        .args(["reload", "--admin", &a.admin.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        serves_valid_cert(&a, &root, Duration::from_secs(15)).await,
+        "{}",
+        a.log_text()
+    );
+    assert_eq!(served_serial(a.tls, NAME).as_deref(), Some(serial.as_str()));
+    assert_eq!(orders_ok(&a).await, 0.0);
+    assert!(a.log_text().contains("\"certificate_from_store\""));
+
+    // The key and the account are sealed in the store.
+    let cert = redis.cli(&["GET", &format!("gateway:cert:{NAME}")]);
+    assert!(cert.contains("\"key\":\"enc:v1:"), "{cert}");
+    assert!(!cert.contains("PRIVATE KEY"), "{cert}");
+    let accounts = redis.cli(&["KEYS", "gateway:acme:account:*"]);
+    let account = redis.cli(&["GET", accounts.lines().next().unwrap()]);
+    assert!(account.starts_with("enc:v1:"), "{account}");
+
+    // A gateway restarted with nothing on disk serves the certificate from the store.
+    drop(b);
+    let b = Gateway::start(&with_site(&redis, &pebble, &r, states[3].path()));
+    assert!(
+        serves_valid_cert(&b, &root, Duration::from_secs(15)).await,
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(served_serial(b.tls, NAME).as_deref(), Some(serial.as_str()));
+    assert_eq!(orders_ok(&b).await, 0.0, "nothing issued again");
+
+    // Garbage under the certificate's key: an error naming the key, no crash; the
+    // next gateway without a certificate orders one and the store is whole again.
+    redis.cli(&["SET", &format!("gateway:cert:{NAME}"), "garbage"]);
+    drop(c);
+    let fresh = tempfile::tempdir().unwrap();
+    let c = Gateway::start(&with_site(&redis, &pebble, &r, fresh.path()));
+    assert!(
+        serves_valid_cert(&c, &root, Duration::from_secs(60)).await,
+        "{}",
+        c.log_text()
+    );
+    let log = c.log_text();
+    assert!(
+        log.contains("certificate_store_read_failed")
+            && log.contains(&format!("gateway:cert:{NAME}")),
+        "{log}"
+    );
+    assert_eq!(orders_ok(&c).await, 1.0);
+    assert!(redis
+        .cli(&["GET", &format!("gateway:cert:{NAME}")])
+        .contains("enc:v1:"));
+    assert!(a.child.id() > 0 && a.pid() == a.child.id(), "A still runs");
+}
+
+/// Short-lived certificates renewed under load across three gateways: no failed
+/// request anywhere, and the renewals are ordered once each, not once per gateway.
+#[tokio::test(flavor = "multi_thread")]
+async fn renewals_under_load_are_ordered_once_for_all() {
+    set_store_key();
+    let redis = Redis::start();
+    let ports_a = Ports::fresh();
+    // 15-second certificates, renewed a third of their life before expiry.
+    let pebble = Pebble::start(ports_a.listen.port(), Some(15), &[]);
+    let r = Replica::start("r1");
+    let states: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = Gateway::start_at(&with_site(&redis, &pebble, &r, states[0].path()), ports_a);
+    let b = Gateway::start(&with_site(&redis, &pebble, &r, states[1].path()));
+    let c = Gateway::start(&with_site(&redis, &pebble, &r, states[2].path()));
+    let root = pebble.root_pem().await;
+    for gw in [&a, &b, &c] {
+        assert!(
+            serves_valid_cert(gw, &root, Duration::from_secs(60)).await,
+            "{}",
+            gw.log_text()
+        );
+    }
+    let first = served_serial(a.tls, NAME).unwrap();
+
+    let failures = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let stop_at = Instant::now() + Duration::from_secs(25);
+    let workers: Vec<_> = [&a, &b, &c]
+        .iter()
+        .map(|gw| {
+            let client = https_client(&root, NAME, gw.tls);
+            let url = format!("https://{NAME}:{}/api/whoami", gw.tls.port());
+            let (failures, done) = (failures.clone(), done.clone());
+            tokio::spawn(async move {
+                while Instant::now() < stop_at {
+                    match client.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {}
+                        other => {
+                            eprintln!("failed: {other:?}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert!(done.load(Ordering::Relaxed) > 100);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
+    let serials: Vec<String> = [&a, &b, &c]
+        .iter()
+        .map(|gw| served_serial(gw.tls, NAME).unwrap())
+        .collect();
+    assert!(serials[0] != first, "renewed:\n{}", a.log_text());
+    let orders = orders_ok(&a).await + orders_ok(&b).await + orders_ok(&c).await;
+    let pebble_orders = std::fs::read_to_string(&pebble.log)
+        .unwrap()
+        .matches("POST /order-plz")
+        .count() as f64;
+    eprintln!("renewals: {orders} orders, Pebble saw {pebble_orders}");
+    assert_eq!(orders, pebble_orders, "every order the CA saw succeeded");
+    // One certificate at start and one per ~10 s renewal round: far fewer than three
+    // gateways ordering each on their own (3 per round).
+    assert!(
+        orders <= 5.0,
+        "{orders} orders in ~35 s: the gateways ordered on their own"
+    );
+}
