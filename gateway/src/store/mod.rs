@@ -56,8 +56,16 @@ pub struct StoreMetrics {
 pub struct Store {
     pub cfg: config::Store,
     client: redis::Client,
-    /// Set by the service once it runs (the connection's tasks live on its runtime).
+    /// The background calls' connection, made by the service (its tasks live on the
+    /// service's runtime).
     conn: ArcSwapOption<ConnectionManager>,
+    /// The request path's connection, made by the first request that needs it, so its
+    /// driver task runs on the proxy's own runtime: a call then hands its command to a
+    /// task on the same threads instead of waking another thread and back (measured:
+    /// docs/cluster.md, "Cost").
+    /// Made afresh whenever the store comes back up, so a connection that failed while
+    /// it was away is not what the first requests after it meet.
+    request_conn: arc_swap::ArcSwap<tokio::sync::OnceCell<ConnectionManager>>,
     up: AtomicBool,
     /// When the store last went up or down (or the gateway started).
     changed: Mutex<Instant>,
@@ -76,6 +84,10 @@ impl Store {
             .as_str()
             .into_connection_info()
             .map_err(|e| format!("store.redis: {e}"))?;
+        // Without TCP_NODELAY, Nagle holds a small command back while an earlier one is
+        // unacknowledged: with pipelined calls that is latency on most of them.
+        let tcp = info.tcp_settings().clone().set_nodelay(true);
+        info = info.set_tcp_settings(tcp);
         if let Some(p) = &cfg.password {
             let password = String::from_utf8_lossy(p.expose()).into_owned();
             let settings = info.redis_settings().clone().set_password(password);
@@ -100,6 +112,7 @@ impl Store {
         Ok(Store {
             client,
             conn: ArcSwapOption::empty(),
+            request_conn: arc_swap::ArcSwap::from_pointee(tokio::sync::OnceCell::new()),
             up: AtomicBool::new(false),
             changed: Mutex::new(Instant::now()),
             instance: format!("{}-{:016x}", std::process::id(), rand::random::<u64>()),
@@ -143,7 +156,8 @@ impl Store {
         self.events.subscribe()
     }
 
-    /// Runs one call with the store's budget (`timeout`): see [`Store::call_within`].
+    /// Runs one call on the request path: the store's budget (`timeout`), on the
+    /// request path's own connection. See [`Store::call_within`].
     pub async fn call<T, F>(
         &self,
         op: &'static str,
@@ -152,7 +166,28 @@ impl Store {
     where
         F: Future<Output = RedisResult<T>>,
     {
-        self.call_within(op, self.cfg.timeout, f).await
+        if !self.is_up() {
+            return Err(StoreError::Down);
+        }
+        let cell = self.request_conn.load_full();
+        let conn = cell.get_or_try_init(|| self.make_request_conn()).await?;
+        self.run(op, self.cfg.timeout, conn, f).await
+    }
+
+    /// The request path's connection, connected (bounded by `connect_timeout`) by the
+    /// first request that needs it, on that request's runtime; others wait for it.
+    async fn make_request_conn(&self) -> Result<ConnectionManager, StoreError> {
+        let mut conn =
+            ConnectionManager::new_lazy_with_config(self.client.clone(), manager_config(&self.cfg))
+                .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let within = self.cfg.connect_timeout;
+        match tokio::time::timeout(within, redis::cmd("PING").query_async::<String>(&mut conn))
+            .await
+        {
+            Ok(Ok(_)) => Ok(conn),
+            Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
+            Err(_) => Err(StoreError::Timeout(within)),
+        }
     }
 
     /// Runs one call, at once refused while the store is down, cut off after
@@ -173,8 +208,21 @@ impl Store {
         let Some(conn) = self.conn.load_full() else {
             return Err(StoreError::Down);
         };
+        self.run(op, budget, &conn, f).await
+    }
+
+    async fn run<T, F>(
+        &self,
+        op: &'static str,
+        budget: Duration,
+        conn: &ConnectionManager,
+        f: impl FnOnce(ConnectionManager) -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: Future<Output = RedisResult<T>>,
+    {
         let started = Instant::now();
-        let result = tokio::time::timeout(budget, f((*conn).clone())).await;
+        let result = tokio::time::timeout(budget, f(conn.clone())).await;
         self.metrics
             .calls
             .with_label_values(&[op])
@@ -217,6 +265,8 @@ impl Store {
 
     fn mark_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
+            self.request_conn
+                .store(std::sync::Arc::new(tokio::sync::OnceCell::new()));
             self.metrics.up.set(1);
             if let Ok(mut t) = self.changed.lock() {
                 *t = Instant::now();
@@ -224,6 +274,16 @@ impl Store {
             tracing::info!(event = "store_up", store = %self.cfg.url, "shared store reachable");
         }
     }
+}
+
+/// How both connections behave: our own budgets cut calls short; the response timeout
+/// frees a call the server never answers (a hung server) for good; the probe does the
+/// retrying, with its own backoff.
+fn manager_config(cfg: &config::Store) -> redis::aio::ConnectionManagerConfig {
+    redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(cfg.connect_timeout))
+        .set_response_timeout(Some(Duration::from_secs(10)))
+        .set_number_of_retries(1)
 }
 
 /// Whether an error means the server was not reached (rather than an answer).

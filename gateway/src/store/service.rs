@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionManager;
 
 use super::{Event, Store};
 
@@ -34,15 +34,11 @@ pub async fn connect(store: &Store) -> Result<(), String> {
     let conn = match store.conn.load_full() {
         Some(c) => c,
         None => {
-            let config = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(store.cfg.connect_timeout))
-                // Our own budgets cut calls short; this frees a call the server never
-                // answers (a hung server) for good.
-                .set_response_timeout(Some(Duration::from_secs(10)))
-                // The probe does the retrying, with its own backoff.
-                .set_number_of_retries(1);
-            let conn = ConnectionManager::new_lazy_with_config(store.client.clone(), config)
-                .map_err(|e| e.to_string())?;
+            let conn = ConnectionManager::new_lazy_with_config(
+                store.client.clone(),
+                super::manager_config(&store.cfg),
+            )
+            .map_err(|e| e.to_string())?;
             let conn = Arc::new(conn);
             store.conn.store(Some(Arc::clone(&conn)));
             conn
@@ -72,8 +68,11 @@ pub async fn reachable(store: &Store) -> Result<(), String> {
         Ok(r) => r.map(drop),
         Err(_) => Err(format!("no answer within {within:?}")),
     };
-    if let Err(e) = &result {
-        store.failed("connect", e, true);
+    match &result {
+        // Requests may count in the store from the first one on (the request path makes
+        // its own connection; background calls wait for the service's).
+        Ok(()) => store.mark_up(),
+        Err(e) => store.failed("connect", e, true),
     }
     result
 }
