@@ -162,12 +162,15 @@ def spawn_apis(run, ports):
     return apis
 
 
-def gateway_config(run, policy, ups=UPSTREAMS, health=False):
+def gateway_config(run, policy, ups=UPSTREAMS, health=False, scope=None, store_port=None):
+    """`scope`: a per-address limit that never refuses, counted "local" or in the
+    "cluster" store (redis on `store_port`), without the rest of the policy scenario."""
     run = Path(run)
     http, https = PORTS["gateway"]
     replicas = ", ".join(f'"127.0.0.1:{p}"' for p in ups)
     sets = ", ".join(f'"{k}" = "{v}"' for k, v in HEADERS.items())
-    limit = 'rate_limits = ["never"]' if policy else ""
+    limit = 'rate_limits = ["never"]' if policy or scope else ""
+    store = f'[store]\nredis = "redis://127.0.0.1:{store_port}/0"\n' if scope == "cluster" else ""
     return f"""
 [server]
 threads = 1
@@ -192,9 +195,10 @@ redirect = "off"
 [headers]
 security_defaults = false
 set = {{ {sets} }}
-[rate_limits.never]
+{store}[rate_limits.never]
 rate = "10000000 per 1s"
 key = "address"
+{'scope = "cluster"' if scope == "cluster" else ""}
 [pools.up]
 replicas = [{replicas}]
 {'[pools.up.health]' + chr(10) + 'path = "/readyz"' + chr(10) + 'interval = "1s"' if health else ""}
@@ -205,15 +209,16 @@ pool = "up"
 """
 
 
-def nginx_config(run, policy, ups=UPSTREAMS):
+def nginx_config(run, policy, ups=UPSTREAMS, limit_only=False):
+    """`limit_only`: `limit_req` (never refusing) without the policy scenario's access log."""
     run = Path(run)
     http, https = PORTS["nginx"]
     ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ups)
     adds = "\n".join(f"      add_header {k} {v} always;" for k, v in HEADERS.items())
     log = (f"""log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id","client_ip":"$remote_addr","method":"$request_method","host":"$host","path":"$uri","status":$status,"bytes":$body_bytes_sent,"duration_ms":$request_time,"upstream":"$upstream_addr"}}';
-  access_log {run}/nginx-access.log json;""" if policy else "access_log off;")
-    zone = "limit_req_zone $binary_remote_addr zone=never:10m rate=10000000r/s;" if policy else ""
-    limit = "limit_req zone=never burst=10000000 nodelay;" if policy else ""
+  access_log {run}/nginx-access.log json;""" if policy and not limit_only else "access_log off;")
+    zone = "limit_req_zone $binary_remote_addr zone=never:10m rate=10000000r/s;" if policy or limit_only else ""
+    limit = "limit_req zone=never burst=10000000 nodelay;" if policy or limit_only else ""
     return f"""
 worker_processes 1; daemon off; pid {run}/nginx.pid; error_log {run}/nginx-error.log;
 worker_rlimit_nofile 65535;
