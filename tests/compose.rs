@@ -509,3 +509,55 @@ async fn the_compose_stack_as_users_run_it() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// compose.cluster.yml on top of compose.yml: two gateways, each behind its own edge,
+/// sharing one Redis (from Debian's package here, REDIS_IMAGE): the login limit (5 in
+/// 15 minutes) holds across both, and each says its store is up.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cluster_example_shares_limits_between_two_gateways() {
+    preflight();
+    build_images();
+    let mut stack = Stack::create_with(&["compose.yml", "compose.cluster.yml"]);
+    stack.set_env("REDIS_IMAGE", "edge-test-redis:local");
+    stack.set_env("STORE_PASSWORD", "e2e-cluster-password");
+    stack.set_env("STORE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
+    // The local CA: each gateway makes its own (docs/cluster.md); plain HTTP is
+    // enough to count requests.
+    stack.set_env("CERTIFICATE", "internal");
+    stack.compose_ok(&["up", "-d"]);
+    for service in ["gateway", "gateway-b"] {
+        assert!(
+            stack.wait_healthy(service, 1, Duration::from_secs(120)),
+            "{service} healthy: {}",
+            stack.compose_ok(&["logs", "--no-color", service])
+        );
+    }
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..12 {
+        let edge = if i % 2 == 0 { stack.http } else { stack.http_b };
+        // Not the site's name, so plain HTTP is served rather than redirected.
+        let r = c
+            .get(format!("http://{edge}/api/auth/login"))
+            .header("host", "cluster.test")
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+    }
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        limited, 7,
+        "5 of 12 pass across both gateways: {statuses:?}"
+    );
+    for service in ["gateway", "gateway-b"] {
+        let id = stack.containers(service)[0].clone();
+        let out = stack.exec(&id, &["gateway", "status"]);
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(status["store"]["up"], true, "{service}: {status}");
+        assert_eq!(status["store"]["address"], "redis://redis:6379/0");
+    }
+}

@@ -2,7 +2,7 @@
 # Builds what the Compose test runs, with no registry: the base images (made here when
 # missing, tests/base-images.sh), the gateway and API images from the repository's own
 # Dockerfiles (as `docker compose build` builds them for users), and the test-only
-# Pebble image. Layer-cached: an unchanged tree takes seconds. Afterwards it removes
+# Pebble and Redis images. Layer-cached: an unchanged tree takes seconds. Afterwards it removes
 # the untagged images its own builds left more than a day ago (by label), nothing else:
 # the recent ones are the layer cache (a build stage is untagged once its binary is
 # copied out).
@@ -19,4 +19,5 @@ fi
 bash tests/base-images.sh
 docker-compose -f compose.yml build -q gateway api
 docker build -q -t edge-test-pebble:local -f tests/compose/Dockerfile.pebble tests/compose >/dev/null
+docker build -q -t edge-test-redis:local -f tests/compose/Dockerfile.redis tests/compose >/dev/null
 docker image prune -f --filter label=dev.edge-gateway.build --filter until=24h >/dev/null

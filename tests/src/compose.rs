@@ -62,12 +62,16 @@ pub fn build_images() {
 
 pub struct Stack {
     pub project: String,
-    file: PathBuf,
+    /// The modified copies of the compose files, in order.
+    files: Vec<PathBuf>,
     env: Vec<(String, String)>,
     /// The stack's config directory (mounted at /etc/gateway).
     pub config_dir: PathBuf,
     pub http: SocketAddr,
     pub https: SocketAddr,
+    /// compose.cluster.yml's second edge, when that file is used.
+    pub http_b: SocketAddr,
+    pub https_b: SocketAddr,
     /// Pebble's management listener (its roots), published for the test.
     pub pebble_mgmt: SocketAddr,
     /// The CA of Pebble's own HTTPS listener, in the config directory.
@@ -80,8 +84,14 @@ pub struct Stack {
 pub const ACME_NAME: &str = "shop.acme.test";
 
 impl Stack {
-    /// Writes the stack's files; starts nothing.
+    /// compose.yml's stack; writes its files, starts nothing.
     pub fn create() -> Stack {
+        Self::create_with(&["compose.yml"])
+    }
+
+    /// The stack of several compose files (e.g. compose.yml and compose.cluster.yml),
+    /// each copied with this machine's changes.
+    pub fn create_with(compose_files: &[&str]) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let project = format!("edgee2e{}", std::process::id());
         let config_dir = dir.path().join("config");
@@ -115,50 +125,74 @@ impl Stack {
             .status()
             .unwrap();
 
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let https: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let pebble_mgmt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut c: Value =
-            serde_yaml::from_str(&std::fs::read_to_string(root().join("compose.yml")).unwrap())
-                .unwrap();
-        let services = &mut c["services"];
-        services["edge"]["ports"] = Value::Sequence(vec![
-            format!("{http}:80").into(),
-            format!("{https}:443").into(),
-        ]);
-        let aliases = &mut services["edge"]["networks"]["default"]["aliases"];
-        aliases.as_sequence_mut().unwrap().push(ACME_NAME.into());
-        let volumes = services["gateway"]["volumes"].as_sequence_mut().unwrap();
-        for v in volumes.iter_mut() {
-            if v.as_str() == Some("./config:/etc/gateway:ro") {
-                *v = format!("{}:/etc/gateway:ro", config_dir.display()).into();
+        let port = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
+        let (http, https, http_b, https_b, pebble_mgmt) = (port(), port(), port(), port(), port());
+        let mut files = Vec::new();
+        for (n, name) in compose_files.iter().enumerate() {
+            let mut c: Value =
+                serde_yaml::from_str(&std::fs::read_to_string(root().join(name)).unwrap()).unwrap();
+            let services = c["services"].as_mapping_mut().unwrap();
+            for (service, s) in services.iter_mut() {
+                let ports = match service.as_str() {
+                    Some("edge") => Some((http, https)),
+                    Some("edge-b") => Some((http_b, https_b)),
+                    _ => None,
+                };
+                if let (Some((h, hs)), true) = (ports, s.get("ports").is_some()) {
+                    s["ports"] =
+                        Value::Sequence(vec![format!("{h}:80").into(), format!("{hs}:443").into()]);
+                }
+                if service.as_str() == Some("edge") {
+                    let aliases = &mut s["networks"]["default"]["aliases"];
+                    aliases.as_sequence_mut().unwrap().push(ACME_NAME.into());
+                }
+                if let Some(volumes) = s.get_mut("volumes").and_then(Value::as_sequence_mut) {
+                    for v in volumes.iter_mut() {
+                        if v.as_str() == Some("./config:/etc/gateway:ro") {
+                            *v = format!("{}:/etc/gateway:ro", config_dir.display()).into();
+                        }
+                    }
+                }
             }
+            if n == 0 {
+                c["services"]["pebble"] = pebble_service(&pebble_dir, pebble_mgmt);
+            }
+            let file = dir.path().join(format!("compose-{n}.yml"));
+            std::fs::write(&file, serde_yaml::to_string(&c).unwrap()).unwrap();
+            files.push(file);
         }
-        services["pebble"] = serde_yaml::from_str(&format!(
-            "image: edge-test-pebble:local\n\
-             command: [\"-config\", \"/etc/pebble/pebble.json\", \"-dnsserver\", \"127.0.0.11:53\"]\n\
-             environment: {{PEBBLE_VA_NOSLEEP: \"1\"}}\n\
-             volumes: [\"{}:/etc/pebble:ro\"]\n\
-             ports: [\"{pebble_mgmt}:15000\"]\n\
-             profiles: [\"acme\"]\n",
-            pebble_dir.display()
-        ))
-        .unwrap();
-        let file = dir.path().join("compose.yml");
-        std::fs::write(&file, serde_yaml::to_string(&c).unwrap()).unwrap();
         Stack {
             project,
-            file,
+            files,
             env: Vec::new(),
             config_dir,
             http,
             https,
+            http_b,
+            https_b,
             pebble_mgmt,
             pebble_ca,
             dir,
         }
     }
+}
 
+/// The test-only Pebble service (profile `acme`), validating on port 80 of whatever
+/// Compose's DNS names.
+fn pebble_service(pebble_dir: &Path, mgmt: SocketAddr) -> Value {
+    serde_yaml::from_str(&format!(
+            "image: edge-test-pebble:local\n\
+             command: [\"-config\", \"/etc/pebble/pebble.json\", \"-dnsserver\", \"127.0.0.11:53\"]\n\
+             environment: {{PEBBLE_VA_NOSLEEP: \"1\"}}\n\
+             volumes: [\"{}:/etc/pebble:ro\"]\n\
+             ports: [\"{mgmt}:15000\"]\n\
+             profiles: [\"acme\"]\n",
+        pebble_dir.display()
+    ))
+    .unwrap()
+}
+
+impl Stack {
     /// A variable of `.env`, for the commands run from now on.
     pub fn set_env(&mut self, name: &str, value: &str) {
         self.env.retain(|(n, _)| n != name);
@@ -168,10 +202,12 @@ impl Stack {
     /// `docker-compose ARGS` for this stack, as run from the repository (relative
     /// paths in compose.yml, like the build context, resolve there).
     pub fn compose(&self, args: &[&str]) -> Output {
-        Command::new("docker-compose")
-            .args(["-p", &self.project, "-f"])
-            .arg(&self.file)
-            .arg("--project-directory")
+        let mut cmd = Command::new("docker-compose");
+        cmd.args(["-p", &self.project]);
+        for f in &self.files {
+            cmd.arg("-f").arg(f);
+        }
+        cmd.arg("--project-directory")
             .arg(root())
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
