@@ -365,3 +365,82 @@ async fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
     assert!(bad.is_empty(), "findings above LOW: {bad:#?}\n{text}");
     assert!(findings.len() > 30, "the scan ran: {text}");
 }
+
+/// Over HTTP/2 the host comes in `:authority`, not `Host`: the replica must be told the
+/// same `X-Forwarded-Host` (and get a `Host`) either way, and the access line must name
+/// the same host. Routing and site matching read it the same way (the request reaches
+/// the site's route with its HSTS).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_host_is_the_same_over_http2_and_http1() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new(dir.path(), "h2host");
+    let r = Replica::start("r1");
+    let gw = Gateway::start(&static_config(dir.path(), &ca, &r));
+    let authority = format!("a.test:{}", gw.tls.port());
+    for (version, flag) in [("2", "--http2"), ("1.1", "--http1.1")] {
+        let rid = format!("h2-host-{}", version.replace('.', "-"));
+        let out = Command::new("curl")
+            .args(["-s", flag, "-D", "-", "--cacert"])
+            .arg(&ca.cert_path)
+            .arg("--resolve")
+            .arg(format!("a.test:{}:127.0.0.1", gw.tls.port()))
+            .args(["-H", &format!("X-Request-ID: {rid}")])
+            .arg(format!("https://{authority}/api/whoami"))
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.starts_with(&format!("HTTP/{version} 200")), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("strict-transport-security: max-age=7200"),
+            "the site's HSTS over HTTP/{version}: {head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(
+            v["x_forwarded_host"],
+            authority.as_str(),
+            "HTTP/{version}: {v}"
+        );
+        assert_eq!(v["host"], authority.as_str(), "HTTP/{version}: {v}");
+        assert_eq!(gw.access_line(&rid)["host"], "a.test", "HTTP/{version}");
+    }
+}
+
+/// `http2 = false` on a TLS listener: ALPN offers HTTP/1.1 only, so a client that asks
+/// for HTTP/2 gets HTTP/1.1, while the other TLS listener still speaks HTTP/2.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_can_offer_http1_only() {
+    let state = tempfile::tempdir().unwrap();
+    let r = Replica::start("r1");
+    let h1_only = e2e::free_port();
+    let cfg = TestConfig::plain_and_tls(state.path())
+        .with(&format!(
+            "[[listeners]]\naddress = \"127.0.0.1:{h1_only}\"\ntls = true\nhttp2 = false"
+        ))
+        .internal_site(&["localhost"], "")
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .build();
+    let gw = Gateway::start(&cfg);
+    let ca = state.path().join("internal/ca.pem");
+    let version = |port: u16| {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version}",
+                "--cacert",
+            ])
+            .arg(&ca)
+            .arg(format!("https://localhost:{port}/api/whoami"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(version(h1_only), "1.1");
+    assert_eq!(version(gw.tls.port()), "2");
+}

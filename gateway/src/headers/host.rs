@@ -57,6 +57,16 @@ pub fn request_host<'a>(headers: &'a HeaderMap, uri: &'a http::Uri) -> &'a str {
     strip_port(raw)
 }
 
+/// The host a request names, as sent (port included): the `Host` header, else the
+/// URI's authority (HTTP/2's `:authority`, or an absolute-form target). For
+/// `X-Forwarded-Host`, which must be there whichever protocol the client spoke.
+pub fn authority(headers: &HeaderMap, uri: &http::Uri) -> Option<http::HeaderValue> {
+    headers.get(http::header::HOST).cloned().or_else(|| {
+        uri.authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    })
+}
+
 fn strip_port(h: &str) -> &str {
     if h.starts_with('[') {
         return h.split_once(']').map_or(h, |(v6, _)| &h[..v6.len() + 1]);
@@ -105,6 +115,16 @@ mod tests {
             &absolute,
             http::Version::HTTP_11
         ));
+    }
+
+    #[test]
+    fn authority_from_host_else_uri() {
+        let mut h = HeaderMap::new();
+        let uri: http::Uri = "https://h2.test:8443/x".parse().unwrap();
+        assert_eq!(authority(&h, &uri).unwrap(), "h2.test:8443");
+        h.insert(http::header::HOST, "h1.test:8080".parse().unwrap());
+        assert_eq!(authority(&h, &uri).unwrap(), "h1.test:8080");
+        assert!(authority(&HeaderMap::new(), &"/x".parse().unwrap()).is_none());
     }
 
     #[test]

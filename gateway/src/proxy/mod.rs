@@ -204,11 +204,9 @@ impl ProxyHttp for Gateway {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        let host = session
-            .req_header()
-            .headers
-            .get(http::header::HOST)
-            .cloned();
+        // HTTP/2 carries the host in `:authority` (the URI), HTTP/1.1 in `Host`.
+        let host =
+            headers::host::authority(&session.req_header().headers, &session.req_header().uri);
         headers::edit_request(up, |h| -> Result<()> {
             // Hop-by-hop names are gone already (see `headers::strip_response_hop_by_hop`).
             // Room for the four added below at once: the map is sized for the client's
