@@ -189,13 +189,17 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
             settings.set_cert_resolver(
                 Arc::clone(&tls.store) as Arc<dyn rustls::server::ResolvesServerCert>
             );
-            settings.enable_h2();
+            // ALPN: `h2` and `http/1.1`, or `http/1.1` alone for clients and balancers
+            // that must not get HTTP/2.
+            if l.http2 {
+                settings.enable_h2();
+            }
             let endpoint = ListenerConfig::tcp(l.address.to_string())
                 .tcp_socket_options(socket.clone())
                 .tls(settings)
                 .l4_buffer(TLS_READ_BUFFER);
             proxy.add_listener(endpoint);
-            tracing::info!(event = "listening", address = %l.address, "listening (https, h2 and http/1.1)");
+            tracing::info!(event = "listening", address = %l.address, http2 = l.http2, "listening (https)");
         } else {
             proxy.add_listener(
                 ListenerConfig::tcp(l.address.to_string())

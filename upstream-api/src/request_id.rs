@@ -46,14 +46,18 @@ pub async fn stamp(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(HEADER, v);
     }
+    let status = resp.status().as_u16();
+    let duration_ms = started.elapsed().as_micros() as f64 / 1000.0;
+    // Health checks come every few seconds from every gateway: a passing one is logged
+    // at debug only, so the requests a person makes stay readable. A failing one is
+    // news, and logged like any request.
+    let probe = (path == "/healthz" || path == "/readyz") && resp.status().is_success();
     span.in_scope(|| {
-        tracing::info!(
-            method = %method,
-            path = %path,
-            status = resp.status().as_u16(),
-            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
-            "request"
-        )
+        if probe {
+            tracing::debug!(method = %method, path = %path, status, duration_ms, "request");
+        } else {
+            tracing::info!(method = %method, path = %path, status, duration_ms, "request");
+        }
     });
     resp
 }

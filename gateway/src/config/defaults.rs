@@ -7,7 +7,9 @@ use std::time::Duration;
 
 // [server], [admin]
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade.sock";
+/// The upgrade socket is `UPGRADE_SOCK.ADMINPORT.sock`: two gateways on one host never
+/// share an admin port, so they never share an upgrade socket.
+pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade";
 pub const ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 
 // [pools.NAME] and [pools.NAME.health]

@@ -232,6 +232,8 @@ pub struct Log {
 pub struct Listener {
     pub address: SocketAddr,
     pub tls: bool,
+    /// TLS listeners: ALPN offers `h2` as well as `http/1.1`.
+    pub http2: bool,
 }
 
 /// Where certificates live and how often renewals are considered.

@@ -199,6 +199,8 @@ pub struct ListenerSection {
     /// HTTPS (certificates from `[[sites]]`) instead of plain HTTP.
     #[serde(default)]
     pub tls: bool,
+    /// Offer HTTP/2 (ALPN `h2`) besides HTTP/1.1 on a TLS listener.
+    pub http2: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -358,7 +360,11 @@ impl<'de> Deserialize<'de> for Rate {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         parse_rate(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid rate {s:?}; write \"COUNT per PERIOD\", e.g. \"5 per 15m\" or \"100 per minute\""))
+            serde::de::Error::custom(format!(
+                "invalid rate {s:?}; write \"COUNT per PERIOD\": COUNT a whole number from 1, \
+                 PERIOD `second`, `minute`, `hour`, `day` or a duration (`10s`, `15m`, `1h`, \
+                 `1h30m`, `2d`); e.g. \"5 per 15m\", \"100 per minute\", \"10 per hour\""
+            ))
         })
     }
 }

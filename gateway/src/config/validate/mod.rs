@@ -150,6 +150,14 @@ impl Validator<'_> {
         let headers = self.header_policy(file.headers);
         let limits = self.limits(&file.limits);
         let admin = self.admin(file.admin, &listeners);
+        let mut server = server;
+        if server.upgrade_sock.as_os_str().is_empty() {
+            server.upgrade_sock = PathBuf::from(format!(
+                "{}.{}.sock",
+                defaults::UPGRADE_SOCK,
+                admin.address.port()
+            ));
+        }
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let tls = self.tls(&file.tls, &base);
         let mut warnings = Vec::new();
@@ -203,9 +211,8 @@ impl Validator<'_> {
             threads,
             shutdown_grace,
             trusted_proxies: s.trusted_proxies.into_iter().map(|c| c.0).collect(),
-            upgrade_sock: s
-                .upgrade_sock
-                .map_or_else(|| PathBuf::from(defaults::UPGRADE_SOCK), PathBuf::from),
+            // Without one in the file: set once the admin port is known.
+            upgrade_sock: s.upgrade_sock.map(PathBuf::from).unwrap_or_default(),
             reuse_port: s.reuse_port.unwrap_or(false),
         }
     }
@@ -269,9 +276,16 @@ impl Validator<'_> {
                     format!("address {} is listed twice", l.address),
                 );
             }
+            if l.http2 == Some(true) && !l.tls {
+                self.err(
+                    &[key("listeners"), Seg::Index(i), key("http2")],
+                    "HTTP/2 is offered on TLS listeners only (ALPN); a plain listener speaks HTTP/1.1",
+                );
+            }
             out.push(Listener {
                 address: l.address,
                 tls: l.tls,
+                http2: l.tls && l.http2.unwrap_or(true),
             });
         }
         out
@@ -324,6 +338,40 @@ host = "${DOMAIN}"
 path = "/api"
 pool = "api"
 "#;
+
+    #[test]
+    fn a_wrong_rate_is_answered_with_the_forms_that_parse() {
+        let base = "[[listeners]]\naddress = \"127.0.0.1:1\"\n[pools.p]\nreplicas = [\"127.0.0.1:9\"]\n[[routes]]\npool = \"p\"\n";
+        for bad in [
+            "5/15m",
+            "5 per",
+            "0 per 1m",
+            "five per minute",
+            "5 per fortnight",
+        ] {
+            let errs = check(&format!("{base}[rate_limits.l]\nrate = \"{bad}\"\n")).unwrap_err();
+            assert!(
+                errs[0].contains("rate_limits.l.rate")
+                    && errs[0].contains("COUNT per PERIOD")
+                    && errs[0].contains("`minute`")
+                    && errs[0].contains("`15m`"),
+                "{bad}: {errs:?}"
+            );
+        }
+        for good in [
+            "5 per 15m",
+            "100 per minute",
+            "10 per hour",
+            "10 per 1h",
+            "3 per 1h30m",
+            "1 per 2d",
+        ] {
+            assert!(
+                check(&format!("{base}[rate_limits.l]\nrate = \"{good}\"\n")).is_ok(),
+                "{good}"
+            );
+        }
+    }
 
     #[test]
     fn good_config_is_typed() {
