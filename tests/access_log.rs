@@ -98,3 +98,56 @@ async fn every_request_gets_exactly_one_access_log_line() {
         assert_eq!(count, 1, "request {id} has {count} access lines");
     }
 }
+
+/// `access_log_file`: access lines go to the file, not stdout; after logrotate moves the
+/// file away, SIGUSR1 makes the gateway write to a new file of the same name.
+#[tokio::test(flavor = "multi_thread")]
+async fn access_lines_go_to_a_file_reopened_on_sigusr1() {
+    let a = Replica::start("a");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.log");
+    let cfg = TestConfig::plain()
+        .with(&format!("[log]\naccess_log_file = \"{}\"", file.display()))
+        .pool("a", &[&a])
+        .route("/api", "a", "")
+        .build();
+    let gw = Gateway::start(&cfg);
+    let c = client();
+    let get = |rid: &'static str| {
+        let c = c.clone();
+        let url = gw.url("/api/whoami");
+        async move {
+            let r = c.get(url).header("x-request-id", rid).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    let has = |path: &std::path::Path, rid: &str| {
+        std::fs::read_to_string(path).is_ok_and(|t| {
+            t.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .any(|v| v["request_id"] == rid && v["status"] == 200)
+        })
+    };
+    get("to-file-1").await;
+    assert!(wait_until(std::time::Duration::from_secs(5), || has(
+        &file,
+        "to-file-1"
+    )));
+    assert!(!gw.log_text().contains("to-file-1"), "not on stdout");
+
+    let rotated = dir.path().join("access.log.1");
+    std::fs::rename(&file, &rotated).unwrap();
+    signal(gw.pid(), "USR1");
+    assert!(wait_until(std::time::Duration::from_secs(5), || gw
+        .log_text()
+        .contains("\"access_log_reopened\"")));
+    get("to-file-2").await;
+    assert!(wait_until(std::time::Duration::from_secs(5), || has(
+        &file,
+        "to-file-2"
+    )));
+    assert!(has(&rotated, "to-file-1") && !has(&rotated, "to-file-2"));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o007, 0, "not world-readable: {mode:o}");
+}

@@ -306,3 +306,55 @@ async fn server_sent_events_pass_through_as_each_is_sent() {
     }
     assert!(started.elapsed() >= Duration::from_millis(1600));
 }
+
+/// `[server] upstream_keepalive`: how many idle connections to replicas are kept per
+/// worker thread. Rounds of 12 concurrent requests: with the default (128) the second
+/// and third rounds reuse the first round's connections; with 1 (per thread, two
+/// threads) most are closed after each round and opened again.
+#[tokio::test(flavor = "multi_thread")]
+async fn upstream_keepalive_bounds_the_idle_connections_kept() {
+    let r = Replica::start("r1");
+    let mut opened = Vec::new();
+    for setting in [
+        "[server]\nthreads = 2\n",
+        "[server]\nthreads = 2\nupstream_keepalive = 1\n",
+    ] {
+        let cfg = TestConfig::plain()
+            .with(setting)
+            .pool("api", &[&r])
+            .route("/api", "api", "")
+            .build();
+        let gw = Gateway::start(&cfg);
+        let c = client();
+        for _ in 0..3 {
+            let round: Vec<_> = (0..12)
+                .map(|_| {
+                    let (c, url) = (c.clone(), gw.url("/api/slow?ms=50"));
+                    tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+                })
+                .collect();
+            for t in round {
+                assert_eq!(t.await.unwrap(), 200);
+            }
+        }
+        let s = scrape(&gw).await;
+        opened.push(
+            s.samples
+                .iter()
+                .find(|x| x.metric == "gateway_upstream_connect_duration_seconds")
+                .and_then(|x| match &x.value {
+                    prometheus_parse::Value::Histogram(h) => h.last().map(|b| b.count),
+                    _ => None,
+                })
+                .unwrap_or(0.0),
+        );
+    }
+    assert!(
+        opened[0] <= 14.0,
+        "the default keeps a round's connections: {opened:?}"
+    );
+    assert!(
+        opened[1] >= 24.0,
+        "1 per thread keeps at most 2: {opened:?}"
+    );
+}

@@ -1,6 +1,7 @@
 //! Wiring: build the first snapshot, then a pingora `Server` with the proxy service on
 //! every listener, the admin service, and the background services (health checks,
-//! rate-limit sweeps, SIGHUP reloads, the drain watcher for graceful exit).
+//! rate-limit sweeps, SIGHUP reloads, SIGUSR1 access-log reopening, the drain watcher
+//! for graceful exit).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -51,6 +52,13 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
     telemetry::init(&config.log);
     for w in &config.warnings {
         tracing::warn!(event = "config_warning", warning = %w);
+    }
+    if let Some(path) = &config.log.access_log_file {
+        if let Err(e) = crate::access_line::log_access_to(path) {
+            tracing::error!(event = "access_log_unwritable", error = %e);
+            eprintln!("not starting: cannot write the access log {e}");
+            return ExitCode::FAILURE;
+        }
     }
     let metrics = match Metrics::new() {
         Ok(m) => Arc::new(m),
@@ -141,6 +149,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         grace_period_seconds: Some(server_cfg.shutdown_grace.as_secs().max(1)),
         graceful_shutdown_timeout_seconds: Some(1),
         upgrade_sock: server_cfg.upgrade_sock.display().to_string(),
+        upstream_keepalive_pool_size: server_cfg.upstream_keepalive,
         ..ServerConf::default()
     };
     // With --upgrade, bootstrap waits on `upgrade_sock` for the listening sockets of the
@@ -263,6 +272,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         "sighup reload",
         SighupReload { reloader },
     ));
+    server.add_service(background_service("access log reopen", ReopenOnUsr1));
     server.add_service(background_service(
         "drain watcher",
         DrainWatcher { lifecycle },
@@ -287,6 +297,31 @@ impl BackgroundService for SighupReload {
         loop {
             tokio::select! {
                 _ = hup.recv() => { self.reloader.reload("SIGHUP").await; }
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
+            }
+        }
+    }
+}
+
+/// SIGUSR1 reopens the access log file, like nginx: logrotate moves the file away,
+/// then signals, and lines go to a new file of the configured name.
+struct ReopenOnUsr1;
+
+#[async_trait]
+impl BackgroundService for ReopenOnUsr1 {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let kind = tokio::signal::unix::SignalKind::user_defined1();
+        let Ok(mut usr1) = tokio::signal::unix::signal(kind) else {
+            tracing::error!("cannot listen for SIGUSR1: the access log file is not reopened");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => match crate::access_line::reopen_access_log() {
+                    Ok(Some(path)) => tracing::info!(event = "access_log_reopened", path = %path.display()),
+                    Ok(None) => tracing::debug!("SIGUSR1 without an access log file: nothing to reopen"),
+                    Err(e) => tracing::error!(event = "access_log_reopen_failed", error = %e, "access lines keep going to the old file"),
+                },
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { return },
             }
         }

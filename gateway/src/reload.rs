@@ -149,6 +149,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
         changed.push("server.upgrade_sock".to_owned());
         new.server.upgrade_sock = running.server.upgrade_sock.clone();
     }
+    if new.server.upstream_keepalive != running.server.upstream_keepalive {
+        changed.push("server.upstream_keepalive".to_owned());
+        new.server.upstream_keepalive = running.server.upstream_keepalive;
+    }
     if new.server.reuse_port != running.server.reuse_port {
         changed.push("server.reuse_port".to_owned());
         new.server.reuse_port = running.server.reuse_port;
@@ -165,6 +169,10 @@ pub fn keep_restart_only(running: &Config, new: &mut Config) -> Vec<String> {
         changed.push("log.level/log.format".to_owned());
         new.log.level = running.log.level.clone();
         new.log.format = running.log.format;
+    }
+    if new.log.access_log_file != running.log.access_log_file {
+        changed.push("log.access_log_file".to_owned());
+        new.log.access_log_file = running.log.access_log_file.clone();
     }
     changed
 }

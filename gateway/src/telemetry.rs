@@ -2,7 +2,7 @@
 //! records included, and where access lines go (`emit`; the proxy's `logging` phase
 //! writes one per request, `proxy/log.rs`).
 
-use crate::access_line::AccessLine;
+use crate::access_line::{self, AccessLine};
 use crate::config::{Log, LogFormat};
 
 /// The format of the installed subscriber: the first `init` wins, as for the subscriber.
@@ -37,6 +37,8 @@ pub fn emit(line: &AccessLine) {
         return;
     }
     match FORMAT.get() {
+        // A file gets JSON lines whatever the format of the other logs.
+        _ if access_line::to_file() => line.emit_json(),
         Some(LogFormat::Json) => line.emit_json(),
         _ => tracing::info!(
             target: "access",

@@ -10,6 +10,8 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// The upgrade socket is `UPGRADE_SOCK.ADMINPORT.sock`: two gateways on one host never
 /// share an admin port, so they never share an upgrade socket.
 pub const UPGRADE_SOCK: &str = "/tmp/gateway_upgrade";
+/// Pingora's default: idle upstream connections per worker thread.
+pub const UPSTREAM_KEEPALIVE: usize = 128;
 pub const ADMIN_ADDRESS: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901);
 
 // [pools.NAME] and [pools.NAME.health]

@@ -219,6 +219,9 @@ pub struct Server {
     /// Listening sockets with `SO_REUSEPORT`: a second gateway in the same network
     /// namespace can bind the same ports, so one can take over from the other.
     pub reuse_port: bool,
+    /// Idle connections to replicas kept for reuse, per worker thread (one pool for
+    /// every replica of every pool, least recently used out first).
+    pub upstream_keepalive: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +229,9 @@ pub struct Log {
     pub level: String,
     pub format: LogFormat,
     pub access_log: bool,
+    /// Access lines go to this file (JSON, appended; reopened on SIGUSR1) instead of
+    /// stdout.
+    pub access_log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

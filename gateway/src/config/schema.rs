@@ -172,6 +172,7 @@ pub struct ServerSection {
     pub shutdown_grace: Option<Dur>,
     pub upgrade_sock: Option<String>,
     pub reuse_port: Option<bool>,
+    pub upstream_keepalive: Option<usize>,
     #[serde(default)]
     pub trusted_proxies: Vec<Cidr>,
 }
@@ -182,6 +183,7 @@ pub struct LogSection {
     pub level: Option<String>,
     pub format: Option<LogFormat>,
     pub access_log: Option<bool>,
+    pub access_log_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]

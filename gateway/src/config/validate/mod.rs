@@ -143,7 +143,8 @@ impl Validator<'_> {
 
     fn config(&mut self, path: &Path, file: schema::File) -> Config {
         let server = self.server(file.server);
-        let log = self.log(file.log);
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let log = self.log(file.log, &base);
         let listeners = self.listeners(&file.listeners);
         let pool_names: Vec<String> = file.pools.keys().cloned().collect();
         let pools = self.pools(file.pools, &listeners);
@@ -158,7 +159,6 @@ impl Validator<'_> {
                 admin.address.port()
             ));
         }
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let tls = self.tls(&file.tls, &base);
         let mut warnings = Vec::new();
         let sites = self.sites(file.sites, &base, &listeners, &mut warnings);
@@ -207,6 +207,13 @@ impl Validator<'_> {
             None => std::thread::available_parallelism().map_or(1, |n| n.get()),
         };
         let shutdown_grace = s.shutdown_grace.map_or(defaults::SHUTDOWN_GRACE, |d| d.0);
+        if s.upstream_keepalive == Some(0) {
+            self.err(
+                &[key("server"), key("upstream_keepalive")],
+                "must be at least 1 (Pingora reuses a connection it was just told to close); \
+                 to close replica connections sooner, lower the pool's idle_timeout",
+            );
+        }
         Server {
             threads,
             shutdown_grace,
@@ -214,10 +221,11 @@ impl Validator<'_> {
             // Without one in the file: set once the admin port is known.
             upgrade_sock: s.upgrade_sock.map(PathBuf::from).unwrap_or_default(),
             reuse_port: s.reuse_port.unwrap_or(false),
+            upstream_keepalive: s.upstream_keepalive.unwrap_or(defaults::UPSTREAM_KEEPALIVE),
         }
     }
 
-    fn log(&mut self, l: schema::LogSection) -> Log {
+    fn log(&mut self, l: schema::LogSection, base: &Path) -> Log {
         let level = l.level.unwrap_or_else(|| "info".to_owned());
         if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
             self.err(
@@ -227,10 +235,20 @@ impl Validator<'_> {
                 ),
             );
         }
+        let access_log_file = l.access_log_file.as_deref().map(|f| tls::resolve(base, f));
+        if let Some(dir) = access_log_file.as_deref().and_then(Path::parent) {
+            if !dir.as_os_str().is_empty() && !dir.is_dir() {
+                self.err(
+                    &[key("log"), key("access_log_file")],
+                    format!("the directory {} does not exist", dir.display()),
+                );
+            }
+        }
         Log {
             level,
             format: l.format.unwrap_or_default(),
             access_log: l.access_log.unwrap_or(true),
+            access_log_file,
         }
     }
 
