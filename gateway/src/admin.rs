@@ -205,6 +205,7 @@ impl ServeHttp for AdminApp {
                     limiters: &snapshot.limiters,
                     in_flight: self.lifecycle.in_flight(),
                     accepted: self.accepted.accepted(),
+                    refused: self.accepted.refused(),
                 });
                 respond(
                     StatusCode::OK,

@@ -169,6 +169,8 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         Arc::clone(&tls),
         store.clone(),
     );
+    // Counts connections at accept (and closes them there past max_connections).
+    let accepted = crate::connections::shared();
     // Pingora's HTTP proxy, wrapped so each client connection passes the per-client cap
     // and gets a request-head deadline (connection/) before pingora reads from it.
     let limits_state = Arc::clone(&state);
@@ -178,8 +180,10 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         crate::connection::Counters {
             header_timeouts: metrics.header_timeouts.clone(),
             over_cap: metrics.connections_over_cap.clone(),
+            h2_idle_closed: metrics.h2_idle_closed.clone(),
         },
         Arc::new(HeadRefuser::new(Arc::clone(&state), Arc::clone(&metrics))),
+        Arc::clone(&accepted),
     );
     let mut proxy = pingora_core::services::listening::Service::new("gateway".to_owned(), edge);
     // SO_REUSEPORT when asked: a second gateway in the same network namespace binds the
@@ -224,7 +228,6 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         .set_pre_tls_callback(Arc::new(crate::tls::alpn::AlpnChallengeHook(Arc::clone(
             &tls.alpn,
         ))));
-    let accepted = crate::connections::shared();
     proxy.set_connection_filter(
         Arc::clone(&accepted) as Arc<dyn pingora_core::listeners::ConnectionFilter>
     );

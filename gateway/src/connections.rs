@@ -1,25 +1,54 @@
-//! Connection counts for `/metrics`: accepted connections (counted by a pingora
-//! connection filter, one atomic add per connection) and open ones (read from
-//! `/proc/net/tcp{,6}` at scrape time: server-side sockets in ESTABLISHED state on a
-//! listener's port), so neither costs the request path anything more.
+//! Client connections counted: accepted ones (by a pingora connection filter, one atomic
+//! add per connection), the ones being served now (for `[limits] max_connections`: the
+//! filter closes a new connection at once, before any TLS, while that many are open),
+//! and, for `/metrics`, established sockets per listener (read from `/proc/net/tcp{,6}`
+//! at scrape time), so none of it costs the request path anything more.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora_core::listeners::ConnectionFilter;
 
-/// Counts every accepted TCP connection and lets it through.
+/// Counts every accepted TCP connection, and closes it at once while `max` are open.
 #[derive(Debug, Default)]
 pub struct AcceptCounter {
     accepted: AtomicU64,
+    /// Connections being served now (taken by `enter`, given back on drop).
+    open: AtomicUsize,
+    /// `[limits] max_connections` as last seen (0: no cap).
+    max: AtomicUsize,
+    /// Connections closed at accept because `max` were open.
+    refused: AtomicU64,
+    /// Whether the cap is being hit now (one log line per change).
+    full: AtomicBool,
 }
 
 impl AcceptCounter {
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// One connection served from now until the guard drops; `max` is the cap in force.
+    pub fn enter(self: &Arc<Self>, max: usize) -> OpenGuard {
+        self.max.store(max, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::AcqRel);
+        OpenGuard(Arc::clone(self))
+    }
+}
+
+/// A connection being served; dropping it gives its place back.
+pub struct OpenGuard(Arc<AcceptCounter>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -27,7 +56,25 @@ impl AcceptCounter {
 impl ConnectionFilter for AcceptCounter {
     async fn should_accept(&self, _addr: Option<&SocketAddr>) -> bool {
         self.accepted.fetch_add(1, Ordering::Relaxed);
-        true
+        let max = self.max.load(Ordering::Relaxed);
+        let full = max != 0 && self.open.load(Ordering::Acquire) >= max;
+        if full != self.full.load(Ordering::Relaxed)
+            && self.full.swap(full, Ordering::AcqRel) != full
+        {
+            if full {
+                tracing::warn!(
+                    event = "connection_limit_reached",
+                    max_connections = max,
+                    "new connections are closed at accept until some end"
+                );
+            } else {
+                tracing::info!(event = "connection_limit_cleared", max_connections = max);
+            }
+        }
+        if full {
+            self.refused.fetch_add(1, Ordering::Relaxed);
+        }
+        !full
     }
 }
 

@@ -49,10 +49,17 @@ pub struct Metrics {
     pub header_timeouts: prometheus::IntCounter,
     /// Connections beyond `max_connections_per_client` (refused, or answered 429).
     pub connections_over_cap: prometheus::IntCounter,
+    /// HTTP/2 connections closed after `keepalive_timeout` idle.
+    pub h2_idle_closed: prometheus::IntCounter,
+    /// Connections closed at accept because `max_connections` were open (mirrored
+    /// from the accept filter at scrape time).
+    connections_refused: prometheus::IntCounter,
     /// The shared store's state, errors and call latency (`[store]`).
     pub store: StoreMetrics,
     /// Requests a cluster rate limit decided without the store, by fallback.
     pub ratelimit_fallbacks: IntCounterVec,
+    /// Requests the client abandoned before any response (logged as 499).
+    pub client_aborts: IntCounterVec,
 }
 
 /// Store calls: from 100 µs (loopback) to the 1 s the budget may be set to.
@@ -217,6 +224,20 @@ impl Metrics {
                     "Client connections beyond limits.max_connections_per_client (HTTP/1: answered 429 and closed; HTTP/2: closed).",
                 )?,
             )?,
+            h2_idle_closed: reg(
+                &r,
+                prometheus::IntCounter::new(
+                    "gateway_client_h2_idle_closed_total",
+                    "HTTP/2 client connections ended with GOAWAY after limits.keepalive_timeout with nothing sent either way.",
+                )?,
+            )?,
+            connections_refused: reg(
+                &r,
+                prometheus::IntCounter::new(
+                    "gateway_connections_refused_total",
+                    "Client connections closed at accept, before any TLS, because limits.max_connections were open.",
+                )?,
+            )?,
             connections_accepted: reg(
                 &r,
                 prometheus::IntCounter::new(
@@ -270,6 +291,14 @@ impl Metrics {
                     &["limit", "mode"],
                 )?,
             )?,
+            client_aborts: reg(
+                &r,
+                counter(
+                    "gateway_client_aborts_total",
+                    "Requests the client closed, reset or cancelled before any response went out (status 499), by route. Never retried, never a replica's error.",
+                    &["route"],
+                )?,
+            )?,
             registry: r,
         })
     }
@@ -319,10 +348,13 @@ impl Metrics {
             limiters,
             in_flight,
             accepted,
+            refused,
         } = now;
-        // A counter that mirrors the connection filter's atomic.
+        // Counters that mirror the connection filter's atomics.
         let delta = accepted.saturating_sub(self.connections_accepted.get());
         self.connections_accepted.inc_by(delta);
+        let delta = refused.saturating_sub(self.connections_refused.get());
+        self.connections_refused.inc_by(delta);
         let ports: Vec<u16> = listeners.iter().map(|l| l.address.port()).collect();
         let open = crate::connections::open_by_port(&ports);
         for l in listeners {
@@ -368,6 +400,7 @@ pub struct Scrape<'a> {
     pub limiters: &'a [Arc<Limiter>],
     pub in_flight: usize,
     pub accepted: u64,
+    pub refused: u64,
 }
 
 /// A bounded method label: the standard methods, else `OTHER`.

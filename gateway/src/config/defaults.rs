@@ -40,6 +40,9 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(15);
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// What pingora sets on every HTTP/1 connection (nginx: 75 s, Caddy: 5 min).
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx's is worker_connections (often 1,024 a worker); this many idle connections
+/// cost the gateway about 100 MiB (docs/performance.md), within a container's limits.
+pub const MAX_CONNECTIONS: usize = 16_384;
 pub const IPV6_PREFIX: u8 = 64;
 pub const MAX_KEYS: usize = 100_000;
 pub const EXEMPT_PATHS: [&str; 2] = ["/healthz", "/readyz"];

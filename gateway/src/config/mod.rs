@@ -145,6 +145,9 @@ pub struct Limits {
     pub keepalive_timeout: Duration,
     /// Concurrent connections one client address (IPv6: its /64) may hold; 0 = no cap.
     pub max_connections_per_client: u32,
+    /// Client connections served at once, in all; past it new ones are closed at
+    /// accept (0: no cap).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -112,6 +112,7 @@ pub struct LimitsSection {
     pub body_timeout: Option<Dur>,
     pub keepalive_timeout: Option<Dur>,
     pub max_connections_per_client: Option<u32>,
+    pub max_connections: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

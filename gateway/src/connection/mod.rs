@@ -21,6 +21,7 @@ mod slots;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
@@ -30,9 +31,10 @@ use pingora_proxy::{HttpProxy, ProxyHttp};
 use prometheus::IntCounter;
 
 use crate::config::Limits;
+use crate::connections::AcceptCounter;
 pub use refuse::{RefuseHead, RefusedHead};
 pub use slots::ClientSlots;
-pub use stream::{ClientHandle, ClientStream};
+pub use stream::{Activity, ClientHandle, ClientStream};
 
 /// The connection layer's counters (they live in the gateway's metrics registry).
 #[derive(Clone)]
@@ -41,7 +43,13 @@ pub struct Counters {
     pub header_timeouts: IntCounter,
     /// Connections beyond `max_connections_per_client`.
     pub over_cap: IntCounter,
+    /// HTTP/2 connections closed (GOAWAY) after `keepalive_timeout` with nothing moving.
+    pub h2_idle_closed: IntCounter,
 }
+
+/// After an idle HTTP/2 connection's GOAWAY, how long it may stay silent before it is
+/// closed anyway (a well-behaved client acknowledges the GOAWAY's PING at once).
+const AFTER_GOAWAY: Duration = Duration::from_secs(5);
 
 /// The limits in force when a connection starts (a reload changes them for new ones).
 pub type LimitsSource = Arc<dyn Fn() -> Limits + Send + Sync>;
@@ -52,6 +60,8 @@ pub struct EdgeApp<SV: ProxyHttp> {
     slots: Arc<ClientSlots>,
     counters: Counters,
     refuser: Arc<dyn RefuseHead>,
+    /// Connections served now, for `max_connections` (the accept filter reads it).
+    open: Arc<AcceptCounter>,
 }
 
 impl<SV> EdgeApp<SV>
@@ -64,6 +74,7 @@ where
         limits: LimitsSource,
         counters: Counters,
         refuser: Arc<dyn RefuseHead>,
+        open: Arc<AcceptCounter>,
     ) -> Self {
         EdgeApp {
             proxy: Arc::new(proxy),
@@ -71,12 +82,14 @@ where
             slots: Arc::default(),
             counters,
             refuser,
+            open,
         }
     }
 
     /// One connection, from its first byte to its close.
     async fn serve(self: Arc<Self>, stream: Stream, shutdown: ShutdownWatch) {
         let limits = (self.limits)();
+        let _open = self.open.enter(limits.max_connections);
         let slot = match (limits.max_connections_per_client, stream::peer_ip(&stream)) {
             (0, _) | (_, None) => None,
             (max, Some(ip)) => Some(self.slots.take(ip, max)),
@@ -89,10 +102,12 @@ where
             return;
         }
         if h2 {
+            let activity = Activity::new();
             let stream =
-                ClientStream::new(stream, None, slot, &self.counters.header_timeouts, None);
-            // Pingora's HTTP/2 server never hands a connection back for reuse.
-            let _ = self.proxy.process_new(Box::new(stream), &shutdown).await;
+                ClientStream::new(stream, None, slot, &self.counters.header_timeouts, None)
+                    .with_activity(Arc::clone(&activity));
+            self.serve_h2(stream, activity, limits.keepalive_timeout, shutdown)
+                .await;
             return;
         }
         let stream = ClientStream::new(
@@ -109,6 +124,64 @@ where
             &shutdown,
         )
         .await;
+    }
+}
+
+impl<SV> EdgeApp<SV>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    SV::CTX: Send + Sync,
+{
+    /// Pingora's HTTP/2 loop for one connection, under a shutdown signal of its own:
+    /// the process's, or this connection's idle timeout. Pingora ends an HTTP/2
+    /// connection on that signal with a GOAWAY, finishes the streams in flight, and
+    /// closes it; without this an idle HTTP/2 connection (even one that never sent a
+    /// request) was held for as long as the client liked.
+    async fn serve_h2(
+        &self,
+        stream: ClientStream,
+        activity: Arc<Activity>,
+        keepalive: Duration,
+        mut shutdown: ShutdownWatch,
+    ) {
+        // HTTP/2 cannot turn keep-alive off: `keepalive_timeout = "0s"` gets the default.
+        let idle_limit = if keepalive.is_zero() {
+            crate::config::defaults::KEEPALIVE_TIMEOUT
+        } else {
+            keepalive
+        };
+        let (goaway, own) = tokio::sync::watch::channel(false);
+        let served = self.proxy.process_new(Box::new(stream), &own);
+        tokio::pin!(served);
+        let mut asked = false;
+        loop {
+            // Before the GOAWAY: the idle limit. After it: a client that answers nothing
+            // (h2's graceful close waits for the client's PING acknowledgement) is not
+            // waited for longer than AFTER_GOAWAY with nothing moving.
+            let limit = if asked { AFTER_GOAWAY } else { idle_limit };
+            let wait = limit.saturating_sub(activity.idle_for());
+            tokio::select! {
+                _ = &mut served => return,
+                changed = shutdown.changed(), if !asked => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        asked = true;
+                        let _ = goaway.send(true);
+                    }
+                }
+                _ = tokio::time::sleep(wait) => {
+                    if activity.idle_for() < limit {
+                        continue;
+                    }
+                    if asked {
+                        // Dropping pingora's loop closes the connection.
+                        return;
+                    }
+                    asked = true;
+                    self.counters.h2_idle_closed.inc();
+                    let _ = goaway.send(true);
+                }
+            }
+        }
     }
 }
 

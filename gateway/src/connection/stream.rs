@@ -70,6 +70,36 @@ pub struct ClientStream {
     refusal: Option<(Vec<u8>, usize)>,
     /// Coalesces a response's writes; allocated only while one is being written.
     out: WriteBuf,
+    /// HTTP/2 only: when bytes last moved either way, for the idle timeout.
+    activity: Option<Arc<Activity>>,
+}
+
+/// When a connection last read or wrote a byte (HTTP/2: frames of any kind), read by
+/// its idle watcher (`connection/mod.rs`).
+#[derive(Debug)]
+pub struct Activity {
+    origin: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            origin: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.origin.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long nothing has moved.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(last)
+    }
 }
 
 /// What one read for a new request takes at most: pingora's own initial parse buffer.
@@ -173,7 +203,14 @@ impl ClientStream {
             refuser,
             refusal: None,
             out: WriteBuf::default(),
+            activity: None,
         }
+    }
+
+    /// Tracks when bytes last moved on this connection (HTTP/2's idle timeout).
+    pub fn with_activity(mut self, activity: Arc<Activity>) -> Self {
+        self.activity = Some(activity);
+        self
     }
 
     /// Waits for the start of the client's next request and returns what one read got
@@ -344,6 +381,9 @@ impl AsyncRead for ClientStream {
         };
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Some(a), Poll::Ready(Ok(()))) = (&this.activity, &polled) {
+            a.touch();
+        }
         match (&polled, &this.head, deadline) {
             // The first bytes of a keep-alive request: its clock starts now.
             (Poll::Ready(Ok(())), Some(h), None) if buf.filled().len() > before => {
@@ -399,6 +439,9 @@ impl AsyncWrite for ClientStream {
         if this.refusing(buf) {
             return this.poll_refusal(cx).map_ok(|()| buf.len());
         }
+        if let Some(a) = &this.activity {
+            a.touch();
+        }
         this.out.poll_write(&mut this.inner, cx, buf)
     }
 
@@ -433,6 +476,9 @@ impl AsyncWrite for ClientStream {
         if this.refusing(first) {
             let total = bufs.iter().map(|b| b.len()).sum();
             return this.poll_refusal(cx).map_ok(|()| total);
+        }
+        if let Some(a) = &this.activity {
+            a.touch();
         }
         this.out.poll_write_vectored(&mut this.inner, cx, bufs)
     }

@@ -34,6 +34,9 @@ pub struct Ctx {
     pub site: Option<usize>,
     /// Set once a response header went to the client: from then on nothing is retried.
     pub response_started: bool,
+    /// The client went away (closed, reset, HTTP/2 RST_STREAM) while the request was
+    /// being proxied: logged as 499, never retried, never charged to the replica.
+    pub client_aborted: bool,
     /// A failure decided by the gateway itself (no route, no healthy replica).
     pub failure: Option<GatewayError>,
     /// How the last attempt at a replica failed, for when no retry is possible.
@@ -76,6 +79,7 @@ impl Ctx {
             tls: false,
             site: None,
             response_started: false,
+            client_aborted: false,
             failure: None,
             last_failure: None,
             cors_origin: None,

@@ -1,7 +1,7 @@
-//! The `logging` phase's work, once per request whatever its end: the access line and
-//! the request metrics.
+//! The `logging` phase's work, once per request whatever its end: the status it is
+//! logged with (499 when the client left first), the access line and the metrics.
 
-use pingora_core::Error;
+use pingora_core::{Error, ErrorSource};
 use pingora_proxy::Session;
 
 use super::ctx::Ctx;
@@ -9,8 +9,25 @@ use crate::access_line::AccessLine;
 use crate::metrics::{self, Metrics};
 use crate::telemetry;
 
+/// nginx's 499: the client closed the request before any response went out.
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// The status a request is logged and counted with: what went out, 499 when the client
+/// left before any response, 0 when nothing went out for another reason.
+pub fn status(session: &Session, e: Option<&Error>, ctx: &Ctx) -> u16 {
+    match session.response_written() {
+        Some(r) => r.status.as_u16(),
+        None if ctx.client_aborted
+            || e.is_some_and(|e| e.esource() == &ErrorSource::Downstream) =>
+        {
+            CLIENT_CLOSED
+        }
+        None => 0,
+    }
+}
+
 /// One line per request, written after the response (or failure) is complete.
-pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
+pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx, status: u16) {
     if !ctx.snapshot.config.log.access_log {
         return;
     }
@@ -21,7 +38,7 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
         method: req.method.as_str(),
         host: crate::headers::request_host(&req.headers, &req.uri),
         path: req.uri.path(),
-        status: session.response_written().map_or(0, |r| r.status.as_u16()),
+        status,
         bytes: session.body_bytes_sent(),
         duration_us: ctx.started.elapsed().as_micros(),
         route: ctx.route().map_or("-", |r| &*r.name),
@@ -33,12 +50,19 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx) {
 
 /// The request's metrics: its count and latency by route, method and status, and the
 /// rate limit that refused it, if one did.
-pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx) {
+pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: u16) {
     let route = ctx.route().map_or("-", |r| &*r.name);
     let status_code = session.response_written().map(|r| r.status);
-    let status = status_code.as_ref().map_or("0", |s| s.as_str());
+    let status = match (status_code.as_ref(), status) {
+        (Some(s), _) => s.as_str(),
+        (None, CLIENT_CLOSED) => "499",
+        (None, _) => "0",
+    };
     let method = metrics::method_label(&session.req_header().method);
     metrics.request_done(route, method, status, ctx.started.elapsed());
+    if status == "499" {
+        metrics.client_aborts.with_label_values(&[route]).inc();
+    }
     if let Some(limit) = &ctx.rate_limited_by {
         metrics
             .ratelimit_rejected

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorType, Result};
+use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
@@ -328,6 +328,16 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
         _client_reused: bool,
     ) -> Box<Error> {
+        if e.esource() == &ErrorSource::Downstream {
+            // The client's side failed (it closed, reset, or cancelled the stream): the
+            // replica did nothing wrong, and nobody is left to answer. Not retried, not
+            // counted against the replica (nginx, HAProxy and Caddy do the same).
+            ctx.client_aborted = true;
+            tracing::debug!(request_id = %ctx.request_id, replica = %peer._address, error = %e, "client went away");
+            let mut e = e;
+            e.set_retry(false);
+            return e;
+        }
         let mut e = e.more_context(format!("replica {}", peer._address));
         ctx.last_failure = GatewayError::classify(&e);
         // A replica that dies or resets before answering may have seen the request; only
@@ -382,8 +392,9 @@ impl ProxyHttp for Gateway {
         if let Some(client) = ClientHandle::of(session.as_downstream().stream()) {
             client.request_done();
         }
-        log::access_log(session, e, ctx);
-        log::record(&self.metrics, session, ctx);
+        let status = log::status(session, e, ctx);
+        log::access_log(session, e, ctx, status);
+        log::record(&self.metrics, session, ctx, status);
     }
 
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {

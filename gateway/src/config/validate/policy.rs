@@ -201,6 +201,7 @@ impl Validator<'_> {
                 .keepalive_timeout
                 .map_or(defaults::KEEPALIVE_TIMEOUT, |d| d.0),
             max_connections_per_client: l.max_connections_per_client.unwrap_or(0),
+            max_connections: l.max_connections.unwrap_or(defaults::MAX_CONNECTIONS),
         }
     }
 
