@@ -124,6 +124,38 @@ def mem_kib(pids, key):
     return total
 
 
+def catalog_json(size=20 * 1024):
+    """A product catalogue page as an API returns it, about `size` bytes: varied ids,
+    names, prices, timestamps and text from a fixed seed (repeating one record would
+    compress far better than real JSON does)."""
+    import random
+    rnd = random.Random(20261130)
+    words = ("green black oolong white herbal loose leaf organic tin pouch sample jasmine earl grey "
+             "sencha matcha chai mint rooibos smoky floral fruity bold light fresh spring harvest").split()
+    items = []
+    while len(json.dumps({"items": items})) < size:
+        n = len(items)
+        items.append({
+            "id": 100000 + rnd.randrange(900000), "sku": f"T-{rnd.randrange(16**6):06X}",
+            "name": " ".join(rnd.choice(words) for _ in range(rnd.randint(2, 4))).title(),
+            "price": round(rnd.uniform(2, 60), 2), "currency": "EUR", "stock": rnd.randrange(500),
+            "rating": round(rnd.uniform(1, 5), 1), "reviews": rnd.randrange(2000),
+            "tags": rnd.sample(words, rnd.randint(1, 4)),
+            "updated_at": f"2026-{rnd.randint(1, 12):02d}-{rnd.randint(1, 28):02d}T{rnd.randint(0, 23):02d}:"
+                          f"{rnd.randint(0, 59):02d}:{rnd.randint(0, 59):02d}Z",
+            "url": f"/products/{n}-{rnd.choice(words)}-{rnd.choice(words)}",
+        })
+    return json.dumps({"page": 1, "per_page": len(items), "total": 4210, "items": items})
+
+
+# The `compress-*` scenarios: the same level for gzip everywhere (nginx's
+# gzip_comp_level, Caddy's `gzip 5`, the gateway's `levels`), each proxy's zstd at its
+# default (Caddy: "default", about zstd level 3; the gateway: 3), brotli at the
+# gateway's default 4 (Debian's nginx and Caddy have no brotli).
+GZIP_LEVEL = 5
+COMPRESS = {"compress-gzip": "gzip", "compress-zstd": "zstd", "compress-br": "br"}
+
+
 def setup(run):
     run = Path(run)
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
@@ -131,6 +163,7 @@ def setup(run):
                     "-keyout", str(run / "key.pem"), "-out", str(run / "cert.pem")], check=True, capture_output=True)
     (run / "haproxy.pem").write_text((run / "cert.pem").read_text() + (run / "key.pem").read_text())
     (run / "4k.txt").write_text("x" * 4096)
+    (run / "catalog.json").write_text(catalog_json())
     listens = "\n".join(f"    listen 127.0.0.1:{p} backlog=4096;" for p in UPSTREAMS)
     (run / "upstream.conf").write_text(f"""
 worker_processes 1; daemon off; pid {run}/upstream.pid; error_log {run}/upstream-error.log;
@@ -141,6 +174,7 @@ http {{
   server {{
 {listens}
     location = /4k {{ default_type text/plain; alias {run}/4k.txt; }}
+    location = /catalog.json {{ default_type application/json; alias {run}/catalog.json; }}
     location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}
   }}
 }}
@@ -162,15 +196,19 @@ def spawn_apis(run, ports):
     return apis
 
 
-def gateway_config(run, policy, ups=UPSTREAMS, health=False, scope=None, store_port=None):
+def gateway_config(run, policy, ups=UPSTREAMS, health=False, scope=None, store_port=None, compress=False):
     """`scope`: a per-address limit that never refuses, counted "local" or in the
-    "cluster" store (redis on `store_port`), without the rest of the policy scenario."""
+    "cluster" store (redis on `store_port`), without the rest of the policy scenario.
+    `compress`: the route compresses (zstd, br, gzip; gzip at GZIP_LEVEL)."""
     run = Path(run)
     http, https = PORTS["gateway"]
     replicas = ", ".join(f'"127.0.0.1:{p}"' for p in ups)
     sets = ", ".join(f'"{k}" = "{v}"' for k, v in HEADERS.items())
     limit = 'rate_limits = ["never"]' if policy or scope else ""
     store = f'[store]\nredis = "redis://127.0.0.1:{store_port}/0"\n' if scope == "cluster" else ""
+    if compress:
+        store += f'[compression.bench]\nlevels = {{ gzip = {GZIP_LEVEL} }}\n'
+        limit += '\ncompression = "bench"'
     return f"""
 [server]
 threads = 1
@@ -209,8 +247,9 @@ pool = "up"
 """
 
 
-def nginx_config(run, policy, ups=UPSTREAMS, limit_only=False):
-    """`limit_only`: `limit_req` (never refusing) without the policy scenario's access log."""
+def nginx_config(run, policy, ups=UPSTREAMS, limit_only=False, compress=False):
+    """`limit_only`: `limit_req` (never refusing) without the policy scenario's access log.
+    `compress`: gzip at GZIP_LEVEL, as our users' nginx configs turn it on."""
     run = Path(run)
     http, https = PORTS["nginx"]
     ups = "\n".join(f"    server 127.0.0.1:{p};" for p in ups)
@@ -226,6 +265,7 @@ events {{ worker_connections 16384; }}
 http {{
   {log}
   {zone}
+  {f"gzip on; gzip_comp_level {GZIP_LEVEL}; gzip_min_length 512; gzip_proxied any; gzip_vary on; gzip_types application/json;" if compress else ""}
   keepalive_requests 1000000;
   map $https $hsts {{ on "max-age=31536000"; default ""; }}
   upstream up {{
@@ -291,7 +331,7 @@ backend be
 """
 
 
-def caddy_config(run, ups=UPSTREAMS, health=False):
+def caddy_config(run, ups=UPSTREAMS, health=False, compress=False):
     run = Path(run)
     http, https = PORTS["caddy"]
     ups = " ".join(f"127.0.0.1:{p}" for p in ups)
@@ -304,6 +344,12 @@ def caddy_config(run, ups=UPSTREAMS, health=False):
 {hdrs}
     X-Request-ID {{http.request.uuid}}
     -Server
+  }}"""
+    if compress:
+        block += f"""
+  encode {{
+    zstd
+    gzip {GZIP_LEVEL}
   }}"""
     return f"""{{
   admin 127.0.0.1:9509
@@ -325,19 +371,19 @@ https://localhost:{https} {{
 """
 
 
-def start_target(run, target, policy, ups=UPSTREAMS, health=False):
+def start_target(run, target, policy, ups=UPSTREAMS, health=False, compress=False):
     """`health`: active health checks on /readyz every second where the proxy has them
     (the gateway, Caddy); nginx and HAProxy as configured above (passive)."""
     run = Path(run)
     http, _ = PORTS[target]
     if target == "gateway":
         cfg = run / f"gateway-{'policy' if policy else 'plain'}.toml"
-        cfg.write_text(gateway_config(run, policy, ups, health))
+        cfg.write_text(gateway_config(run, policy, ups, health, compress=compress))
         p = spawn(run, "gateway", ["gateway", "run", "--config", str(cfg)], 1,
                   log=run / ("gateway-access.log" if policy else "gateway.log"))
     elif target == "nginx":
         cfg = run / f"nginx-{'policy' if policy else 'plain'}.conf"
-        cfg.write_text(nginx_config(run, policy, ups))
+        cfg.write_text(nginx_config(run, policy, ups, compress=compress))
         p = spawn(run, "nginx", ["nginx", "-c", str(cfg), "-p", str(run)], 1)
     elif target == "haproxy":
         cfg = run / "haproxy.cfg"
@@ -347,7 +393,7 @@ def start_target(run, target, policy, ups=UPSTREAMS, health=False):
         p = spawn(run, "bare-pingora", ["bare_pingora", f"127.0.0.1:{http}", *(f"127.0.0.1:{u}" for u in ups)], 1)
     elif target == "caddy":
         cfg = run / "Caddyfile"
-        cfg.write_text(caddy_config(run, ups, health))
+        cfg.write_text(caddy_config(run, ups, health, compress=compress))
         home = run / "caddy-home"
         home.mkdir(exist_ok=True)
         p = spawn(run, "caddy", ["caddy", "run", "--config", str(cfg), "--adapter", "caddyfile"], 1,
@@ -401,6 +447,15 @@ def run_h2load(url, duration):
             "p50_ms": parse_duration_ms(mean.group(1)) if mean else None, "p99_ms": None}
 
 
+def wire_size(url, coding):
+    """Body bytes one response takes on the wire with `coding` asked for, and the coding
+    the proxy answered with (an empty one would mean nothing was compressed)."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-H", f"Accept-Encoding: {coding}",
+                          "-w", "%{size_download} %header{content-encoding}", url],
+                         capture_output=True, text=True).stdout.split()
+    return int(out[0]), (out[1] if len(out) > 1 else "")
+
+
 def measure(run, target, proc, scenario, duration, conns):
     http, https = PORTS.get(target, (UPSTREAMS[0], None))
     pids = tree(proc.pid) if proc else []
@@ -420,6 +475,10 @@ def measure(run, target, proc, scenario, duration, conns):
         res = run_wrk_rate(f"http://127.0.0.1:{http}/", duration, conns, RATE)
     elif scenario == "h2":
         res = run_h2load(f"https://localhost:{https}/", duration)
+    elif scenario in COMPRESS:
+        url = f"http://127.0.0.1:{http}/catalog.json"
+        res = run_wrk(url, duration, conns, ["-H", f"Accept-Encoding: {COMPRESS[scenario]}"])
+        res["wire_bytes"], res["coding"] = wire_size(url, COMPRESS[scenario])
     used = (cpu_ticks(pids) - before) / TICK
     res["cpu_us_per_req"] = used * 1e6 / res["requests"] if res["requests"] and proc else None
     res["cpu_pct"] = 100 * used / duration if proc else None
@@ -471,6 +530,8 @@ def main():
     plan += [(t, "api") for t in ("gateway", "nginx", "haproxy", "caddy")]
     plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
     plan += [("bare-pingora", s) for s in ("http", "rate")]
+    plan += [(t, "compress-gzip") for t in ("gateway", "nginx", "caddy")]
+    plan += [(t, "compress-zstd") for t in ("gateway", "caddy")] + [("gateway", "compress-br")]
     if a.only:
         plan = [(t, sc) for t, sc in plan if sc in a.only.split(",")]
     rounds = []
@@ -479,7 +540,8 @@ def main():
         order = plan if r % 2 == 0 else list(reversed(plan))  # alternate to spread drift
         for target, scenario in order:
             ups = API_UPSTREAMS if scenario == "api" else UPSTREAMS
-            proc = None if target == "direct" else start_target(a.run, target, scenario == "policy", ups)
+            proc = None if target == "direct" else start_target(a.run, target, scenario == "policy", ups,
+                                                                compress=scenario in COMPRESS)
             measure(a.run, target, proc, scenario, 2, a.conns)  # warm-up
             res = measure(a.run, target, proc, scenario, a.duration, a.conns)
             results[f"{target}/{scenario}"] = res
@@ -510,7 +572,8 @@ def report(rounds, memory, a):
     for k in sorted(keys, key=lambda k: (k.split("/")[1], k)):
         target, scenario = k.split("/")
         vals = [r[k] for r in rounds]
-        ref = f"nginx/{scenario}"
+        # Every compression scenario is compared with nginx's gzip (nginx has no other).
+        ref = "nginx/compress-gzip" if scenario in COMPRESS else f"nginx/{scenario}"
         ratio = median([r[k]["rps"] / r[ref]["rps"] for r in rounds if ref in r and r[ref]["rps"]])
         cpu_ratio = median([r[k]["cpu_us_per_req"] / r[ref]["cpu_us_per_req"] for r in rounds
                             if ref in r and r[k]["cpu_us_per_req"] and r[ref]["cpu_us_per_req"]])
@@ -524,6 +587,23 @@ def report(rounds, memory, a):
     mem = "\n".join(f"| {t} | {m['idle_mib']:.1f} | {m['conns_10k_mib']:.1f} | {m['connections']} |" for t, m in memory.items())
     mem_table = ("| target | RSS idle MiB | RSS with idle connections MiB | connections held |\n"
                  f"|---|---|---|---|\n{mem}\n") if memory else ""
+    identity = len(catalog_json().encode())
+    crow = []
+    for k in sorted((k for k in keys if k.split("/")[1] in COMPRESS), key=lambda k: (k.split("/")[1], k)):
+        vals = [r[k] for r in rounds]
+        wire = median([v.get("wire_bytes") for v in vals])
+        codings = sorted({v.get("coding", "") for v in vals})
+        crow.append(f"| {k.split('/')[1]} | {k.split('/')[0]} | {'/'.join(codings) or 'none'} | {wire:.0f} | "
+                    f"{identity / wire:.2f} | {median([v['rps'] for v in vals]):.0f} | "
+                    f"{median([v['cpu_us_per_req'] for v in vals]):.1f} |")
+    compress_table = (f"""Compression (`compress-*`): `GET /catalog.json`, {identity} bytes of JSON from the upstream, with
+`Accept-Encoding` naming one coding; gzip at level {GZIP_LEVEL} everywhere, zstd and brotli at the
+proxy's default (gateway: zstd 3, br 4; Caddy: zstd "default").
+
+| scenario | target | coding sent | bytes on the wire | ratio | req/s | CPU us/req |
+|---|---|---|---|---|---|---|
+{chr(10).join(crow)}
+""" if crow else "")
     text = f"""# Benchmark results
 
 {a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
@@ -536,6 +616,7 @@ upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
 |---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
+{compress_table}
 {mem_table}"""
     (out / f"{name}.md").write_text(text)
     print(text)

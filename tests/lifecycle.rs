@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use e2e::*;
 use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 fn repo_root() -> PathBuf {
@@ -127,11 +128,12 @@ fn check_names_file_line_column_and_key_for_each_problem() {
 #[tokio::test(flavor = "multi_thread")]
 async fn websocket_echo_passes_through_the_gateway() {
     let r = Replica::start("ws");
-    // A 1 KiB body limit must not apply to the tunnel: 8 KiB go through below.
+    // A 1 KiB body limit must not apply to the tunnel: 8 KiB go through below. Nor must
+    // compression, though the client accepts gzip: the tunnel's bytes are not a body.
     let cfg = simple_config(
         &[&r],
         "read_timeout = \"1s\"\nupgrade_idle_timeout = \"30s\"",
-        "[limits]\nmax_body_size = \"1KiB\"\n",
+        "[limits]\nmax_body_size = \"1KiB\"\n[route_defaults]\ncompression = \"default\"\n",
     );
     let gw = Gateway::start(&cfg);
     // Pingora 0.9.1 can end an upgraded tunnel right after the 101 when the server
@@ -142,10 +144,14 @@ async fn websocket_echo_passes_through_the_gateway() {
     let mut attempt = 0;
     let (mut ws, hello) = loop {
         attempt += 1;
-        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/api/ws", gw.addr))
-            .await
+        let mut req = format!("ws://{}/api/ws", gw.addr)
+            .into_client_request()
             .unwrap();
+        req.headers_mut()
+            .insert("accept-encoding", "gzip, zstd".parse().unwrap());
+        let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
         assert_eq!(resp.status(), 101);
+        assert!(!resp.headers().contains_key("content-encoding"));
         assert!(resp.headers().contains_key("x-request-id"));
         match ws.next().await {
             Some(Ok(m)) => break (ws, m),

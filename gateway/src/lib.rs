@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod client;
+pub mod compress;
 pub mod config;
 pub mod connection;
 pub mod connections;

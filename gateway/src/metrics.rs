@@ -60,6 +60,9 @@ pub struct Metrics {
     pub ratelimit_fallbacks: IntCounterVec,
     /// Requests the client abandoned before any response (logged as 499).
     pub client_aborts: IntCounterVec,
+    /// Response bytes given to the compressor and sent, by route and coding.
+    pub compression_in: IntCounterVec,
+    pub compression_out: IntCounterVec,
 }
 
 /// Store calls: from 100 µs (loopback) to the 1 s the budget may be set to.
@@ -297,6 +300,22 @@ impl Metrics {
                     "gateway_client_aborts_total",
                     "Requests the client closed, reset or cancelled before any response went out (status 499), by route. Never retried, never a replica's error.",
                     &["route"],
+                )?,
+            )?,
+            compression_in: reg(
+                &r,
+                counter(
+                    "gateway_compression_in_bytes_total",
+                    "Response body bytes compressed, as the replica sent them, by route and encoding.",
+                    &["route", "encoding"],
+                )?,
+            )?,
+            compression_out: reg(
+                &r,
+                counter(
+                    "gateway_compression_out_bytes_total",
+                    "Compressed response body bytes sent, by route and encoding.",
+                    &["route", "encoding"],
                 )?,
             )?,
             registry: r,

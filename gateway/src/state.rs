@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::compress::CompiledCompression;
 use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::policy::cors::CompiledCors;
 use crate::policy::CompiledPolicy;
@@ -81,11 +82,16 @@ impl Snapshot {
             .iter()
             .map(|c| Arc::new(CompiledCors::compile(c)))
             .collect();
+        let compression: Vec<Arc<CompiledCompression>> = config
+            .compression
+            .iter()
+            .map(|c| Arc::new(CompiledCompression::compile(c)))
+            .collect();
         let router = Router::new(config.routes.clone());
         let policies = router
             .routes()
             .iter()
-            .map(|r| CompiledPolicy::compile(&r.policy, &limiters, &cors))
+            .map(|r| CompiledPolicy::compile(&r.policy, &limiters, &cors, &compression))
             .collect();
         let fallback = CompiledPolicy::fallback(&config);
         let sites = SiteTable::new(&config);

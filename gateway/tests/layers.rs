@@ -29,6 +29,7 @@ const LAYERS: &[&[&str]] = &[
     &[
         "ratelimit",
         "policy",
+        "compress",
         "upstream",
         "tls",
         "metrics",

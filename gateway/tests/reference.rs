@@ -25,6 +25,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("[rate_limits.NAME]", "RateLimitSection"),
     ("[store]", "StoreSection"),
     ("[cors.NAME]", "CorsSection"),
+    ("[compression.NAME]", "CompressionSection"),
 ];
 
 /// `pub` fields of every struct in schema.rs that denies unknown fields.
@@ -173,4 +174,55 @@ fn the_reference_lists_the_route_headers_keys() {
     for k in &schema["RouteHeadersSection"] {
         assert!(row.contains(&format!("{k} =")), "{k} missing from: {row}");
     }
+}
+
+/// `gateway_*` names in a text, each once.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("gateway_") {
+        let name: String = rest[i..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        rest = &rest[i + name.len()..];
+        // Families only: not `gateway_upgrade...` paths or crate names.
+        if [
+            "_total",
+            "_seconds",
+            "_up",
+            "_keys",
+            "_replicas",
+            "_healthy",
+            "_flight",
+            "_open",
+        ]
+        .iter()
+        .any(|s| name.ends_with(s))
+        {
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn every_metric_is_in_the_metrics_list_and_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let code = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
+    let doc = std::fs::read_to_string(root.join("../docs/operations.md")).unwrap();
+    // The metrics table: the rows that start with a metric name.
+    let listed: BTreeSet<String> = doc
+        .lines()
+        .filter(|l| l.starts_with("| `gateway_"))
+        .flat_map(metric_names)
+        .collect();
+    let exported = metric_names(&code);
+    assert!(exported.len() > 20, "found {exported:?}");
+    let missing: Vec<_> = exported.difference(&listed).collect();
+    let gone: Vec<_> = listed.difference(&exported).collect();
+    assert!(
+        missing.is_empty() && gone.is_empty(),
+        "exported but not in docs/operations.md: {missing:?}; listed but not exported: {gone:?}"
+    );
 }

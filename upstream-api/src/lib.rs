@@ -13,6 +13,7 @@ mod handlers;
 mod items;
 mod probe;
 mod request_id;
+mod sample;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -83,6 +84,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/whoami", get(handlers::whoami))
         .route("/api/slow", get(handlers::slow))
         .route("/api/events", get(handlers::events))
+        .route("/api/sample", get(sample::sample))
         .route("/api/echo", post(handlers::echo))
         .route("/api/ws", get(handlers::ws))
         .route("/api/items", get(items::list).post(items::create))

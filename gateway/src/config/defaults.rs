@@ -76,3 +76,29 @@ pub const STORE_KEY_PREFIX: &str = "gateway:";
 /// for a busy server and bounds what an outage adds to a request.
 pub const STORE_TIMEOUT: Duration = Duration::from_millis(20);
 pub const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+// [compression.NAME]
+/// The policy a route may name without defining it.
+pub const COMPRESSION_POLICY: &str = "default";
+pub const COMPRESSION_ENCODINGS: [&str; 3] = ["zstd", "br", "gzip"];
+/// Levels that cost little CPU for most of the gain on dynamic responses (Caddy's
+/// defaults are of the same order; nginx's gzip_comp_level is 1).
+pub const ZSTD_LEVEL: u32 = 3;
+pub const BR_LEVEL: u32 = 4;
+pub const GZIP_LEVEL: u32 = 5;
+/// Smaller bodies gain little and may grow (Caddy's minimum_length).
+pub const COMPRESSION_MIN_LENGTH: u64 = 512;
+/// Text and the structured types built on it; images, video, archives and fonts other
+/// than SVG are compressed already.
+pub const COMPRESSION_TYPES: [&str; 10] = [
+    "text/*",
+    "application/json",
+    "application/*+json",
+    "application/javascript",
+    "application/xml",
+    "application/*+xml",
+    "application/x-ndjson",
+    "application/wasm",
+    "image/svg+xml",
+    "image/x-icon",
+];

@@ -43,6 +43,8 @@ pub struct Config {
     pub rate_limits: Vec<RateLimit>,
     /// Sorted by name; `RoutePolicy::cors` indexes here.
     pub cors: Vec<Cors>,
+    /// Sorted by name; `RoutePolicy::compression` indexes here.
+    pub compression: Vec<Compression>,
     pub limits: Limits,
     pub admin: Admin,
     pub tls: Tls,
@@ -186,6 +188,45 @@ pub struct Cors {
     pub max_age: Option<Duration>,
 }
 
+/// A response compression policy (`[compression.NAME]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compression {
+    pub name: Arc<str>,
+    /// In the server's order of preference, each with its level.
+    pub encodings: Vec<(Coding, u32)>,
+    /// Bodies shorter than this (when their length is known) go as they are.
+    pub min_length: u64,
+    /// Media types compressed, lowercase: `text/html`, `text/*`, `application/*+json`.
+    pub types: Vec<String>,
+}
+
+/// A content coding the gateway can apply to a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Coding {
+    Zstd,
+    Br,
+    Gzip,
+}
+
+impl Coding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Coding::Zstd => "zstd",
+            Coding::Br => "br",
+            Coding::Gzip => "gzip",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Coding> {
+        match s.to_ascii_lowercase().as_str() {
+            "zstd" => Some(Coding::Zstd),
+            "br" => Some(Coding::Br),
+            "gzip" => Some(Coding::Gzip),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginMatch {
     Any,
@@ -202,6 +243,8 @@ pub enum OriginMatch {
 pub struct RoutePolicy {
     pub rate_limits: Vec<usize>,
     pub cors: Option<usize>,
+    /// Index into `Config::compression`; `None`: responses go as they are.
+    pub compression: Option<usize>,
     pub allow: Vec<IpNet>,
     pub deny: Vec<IpNet>,
     pub max_body_size: u64,

@@ -34,6 +34,9 @@ pub struct File {
     pub rate_limits: BTreeMap<String, RateLimitSection>,
     #[serde(default)]
     pub cors: BTreeMap<String, CorsSection>,
+    /// Response compression policies, referred to by routes.
+    #[serde(default)]
+    pub compression: BTreeMap<String, CompressionSection>,
     #[serde(default)]
     pub limits: LimitsSection,
     #[serde(default)]
@@ -95,6 +98,7 @@ pub struct RouteHeadersSection {
 pub struct PolicySection {
     pub rate_limits: Option<Vec<String>>,
     pub cors: Option<String>,
+    pub compression: Option<String>,
     pub allow: Option<Vec<Cidr>>,
     pub deny: Option<Vec<Cidr>>,
     pub max_body_size: Option<Size>,
@@ -150,6 +154,15 @@ pub enum RateKeyKind {
     Address,
     Header,
     Global,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionSection {
+    pub encodings: Option<Vec<String>>,
+    pub levels: Option<BTreeMap<String, u32>>,
+    pub min_length: Option<Size>,
+    pub types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,6 +308,7 @@ pub struct RouteSection {
     // `deny_unknown_fields`.
     pub rate_limits: Option<Vec<String>>,
     pub cors: Option<String>,
+    pub compression: Option<String>,
     pub allow: Option<Vec<Cidr>>,
     pub deny: Option<Vec<Cidr>>,
     pub max_body_size: Option<Size>,
@@ -308,6 +322,7 @@ impl RouteSection {
         PolicySection {
             rate_limits: self.rate_limits.clone(),
             cors: self.cors.clone(),
+            compression: self.compression.clone(),
             allow: self.allow.clone(),
             deny: self.deny.clone(),
             max_body_size: self.max_body_size,

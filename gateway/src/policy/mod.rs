@@ -1,6 +1,6 @@
 //! Edge policy per route, compiled once per snapshot so the request path only looks
-//! things up: response header rules, CORS, access lists, size limits and the route's
-//! rate limiters.
+//! things up: response header rules, CORS, compression, access lists, size limits and
+//! the route's rate limiters.
 
 pub mod access;
 pub mod cors;
@@ -8,6 +8,7 @@ pub mod response_headers;
 
 use std::sync::Arc;
 
+use crate::compress::CompiledCompression;
 use crate::config::{Config, RoutePolicy};
 use crate::ratelimit::Limiter;
 use cors::CompiledCors;
@@ -17,6 +18,7 @@ use response_headers::HeaderRules;
 pub struct CompiledPolicy {
     pub headers: HeaderRules,
     pub cors: Option<Arc<CompiledCors>>,
+    pub compression: Option<Arc<CompiledCompression>>,
     pub allow: Vec<ipnet::IpNet>,
     pub deny: Vec<ipnet::IpNet>,
     pub max_body_size: u64,
@@ -25,10 +27,16 @@ pub struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
-    pub fn compile(p: &RoutePolicy, limiters: &[Arc<Limiter>], cors: &[Arc<CompiledCors>]) -> Self {
+    pub fn compile(
+        p: &RoutePolicy,
+        limiters: &[Arc<Limiter>],
+        cors: &[Arc<CompiledCors>],
+        compression: &[Arc<CompiledCompression>],
+    ) -> Self {
         CompiledPolicy {
             headers: HeaderRules::compile(&p.headers),
             cors: p.cors.and_then(|i| cors.get(i).cloned()),
+            compression: p.compression.and_then(|i| compression.get(i).cloned()),
             allow: p.allow.clone(),
             deny: p.deny.clone(),
             max_body_size: p.max_body_size,
@@ -46,6 +54,7 @@ impl CompiledPolicy {
         CompiledPolicy {
             headers: HeaderRules::compile(&config.headers),
             cors: None,
+            compression: None,
             allow: Vec::new(),
             deny: Vec::new(),
             max_body_size: config.limits.max_body_size,

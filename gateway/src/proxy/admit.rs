@@ -137,6 +137,12 @@ fn check(
             }
         }
     }
+    // The response's coding, agreed now from the request (the decision to use it waits
+    // for the response: `response_filter`).
+    if let Some(c) = &policy.compression {
+        ctx.coding = c.choose(req.headers.get(http::header::ACCEPT_ENCODING));
+        ctx.range_request = req.headers.contains_key(http::header::RANGE);
+    }
     if framing::content_length(req).is_some_and(|n| n > policy.max_body_size) {
         return Err(GatewayError::PayloadTooLarge);
     }

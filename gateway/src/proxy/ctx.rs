@@ -7,7 +7,8 @@ use std::time::Instant;
 use http::HeaderValue;
 
 use super::error::GatewayError;
-use crate::config::Route;
+use crate::compress::encoder::Encoder;
+use crate::config::{Coding, Route};
 use crate::lifecycle::{InFlight, Lifecycle};
 use crate::policy::CompiledPolicy;
 use crate::request_id::RequestId;
@@ -53,6 +54,13 @@ pub struct Ctx {
     pub body_bytes: u64,
     /// The body read before forwarding (request buffering), for `request_body_filter`.
     pub held: super::body::Held,
+    /// The coding the client and the route agree on for the response (`None`: as is).
+    pub coding: Option<Coding>,
+    /// The request asked for a range: the response goes uncompressed.
+    pub range_request: bool,
+    /// The response's compressor, once `response_filter` decided to compress (behind a
+    /// mutex: the context must be `Sync`, zstd's state is not; never contended).
+    pub encoder: Option<std::sync::Mutex<Encoder>>,
     _in_flight: InFlight,
 }
 
@@ -88,6 +96,9 @@ impl Ctx {
             rate_limited_by: None,
             body_bytes: 0,
             held: Default::default(),
+            coding: None,
+            range_request: false,
+            encoder: None,
             _in_flight: InFlight::new(lifecycle),
         }
     }

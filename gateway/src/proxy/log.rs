@@ -48,8 +48,8 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx, status: u16) 
     });
 }
 
-/// The request's metrics: its count and latency by route, method and status, and the
-/// rate limit that refused it, if one did.
+/// The request's metrics: its count and latency by route, method and status, the
+/// rate limit that refused it, if one did, and what compression did to its body.
 pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: u16) {
     let route = ctx.route().map_or("-", |r| &*r.name);
     let status_code = session.response_written().map(|r| r.status);
@@ -68,5 +68,17 @@ pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: u16) {
             .ratelimit_rejected
             .with_label_values(&[route, limit])
             .inc();
+    }
+    if let Some(encoder) = &ctx.encoder {
+        let e = encoder.lock().unwrap_or_else(|p| p.into_inner());
+        let labels = [route, e.coding.name()];
+        metrics
+            .compression_in
+            .with_label_values(&labels)
+            .inc_by(e.bytes_in);
+        metrics
+            .compression_out
+            .with_label_values(&labels)
+            .inc_by(e.bytes_out);
     }
 }

@@ -18,6 +18,7 @@ use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 
+use crate::compress::{self, encoder::Encoder};
 use crate::connection::ClientHandle;
 use crate::headers::{
     self, header_value, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID,
@@ -83,6 +84,50 @@ impl Gateway {
             ctx.tried.len() <= p.config.max_retries && p.select(&ctx.tried).is_some()
         })
     }
+}
+
+/// Vary and, when the route compresses and the client accepts a coding, the compressed
+/// response's headers and its encoder (`compress/`). A HEAD gets the GET's headers but
+/// no encoder: it has no body.
+fn compress_response(
+    status: http::StatusCode,
+    h: &mut http::HeaderMap,
+    ctx: &mut Ctx,
+    head: bool,
+    http11: bool,
+) {
+    let Some(policy) = ctx.policy().compression.clone() else {
+        return;
+    };
+    if ctx.upgrade || !policy.candidate(status, h) {
+        return;
+    }
+    compress::vary_on_accept_encoding(h);
+    let Some(coding) = ctx.coding else { return };
+    if !policy.applies(status, h, ctx.range_request) {
+        return;
+    }
+    let encoder = if head {
+        None
+    } else {
+        match Encoder::new(coding, policy.level(coding)) {
+            Ok(e) => Some(std::sync::Mutex::new(e)),
+            // Cannot happen short of memory: the response goes out as it is.
+            Err(e) => {
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot start compressing");
+                return;
+            }
+        }
+    };
+    compress::mark_compressed(h, coding);
+    if http11 {
+        // The compressed length is not known up front (HTTP/2 frames its own).
+        h.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        );
+    }
+    ctx.encoder = encoder;
 }
 
 #[async_trait]
@@ -292,16 +337,41 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.response_started = true;
+        let status = resp.status;
+        let req = session.req_header();
+        let (head, http11) = (
+            req.method == http::Method::HEAD,
+            req.version == http::Version::HTTP_11,
+        );
         headers::edit_response(resp, |h| {
             headers::strip_response_hop_by_hop(h);
+            compress_response(status, h, ctx, head, http11);
             respond::finish_header_map(h, &ctx.finish())
         });
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(encoder) = &ctx.encoder {
+            let mut encoder = encoder.lock().unwrap_or_else(|p| p.into_inner());
+            let input = body.as_deref().unwrap_or_default();
+            let out = encoder.encode(input, end_of_stream).map_err(|e| {
+                Error::because(ErrorType::InternalError, "compressing the response", e)
+            })?;
+            *body = Some(out);
+        }
+        Ok(None)
     }
 
     fn fail_to_connect(

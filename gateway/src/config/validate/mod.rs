@@ -3,6 +3,7 @@
 //! One file per part of the file: `policy` (limits, headers, rate limits, route
 //! policy), `cors`, `pools`, `routes`, `tls` (the `[tls]` section and `[[sites]]`).
 
+mod compress;
 mod cors;
 mod policy;
 mod pools;
@@ -162,9 +163,16 @@ impl Validator<'_> {
         let tls = self.tls(&file.tls, &base);
         let mut warnings = Vec::new();
         let sites = self.sites(file.sites, &base, &listeners, &mut warnings);
+        // `compression = "default"` works without a section of its own: the built-in
+        // policy, unless the file defines `[compression.default]`.
+        let mut compression = file.compression;
+        compression
+            .entry(defaults::COMPRESSION_POLICY.to_owned())
+            .or_default();
         let names = policy::Names {
             rate_limits: file.rate_limits.keys().cloned().collect(),
             cors: file.cors.keys().cloned().collect(),
+            compression: compression.keys().cloned().collect(),
         };
         let acme_sites = sites
             .iter()
@@ -172,6 +180,7 @@ impl Validator<'_> {
         let store = self.store(file.store, &base, acme_sites, &mut warnings);
         let rate_limits = self.rate_limits(file.rate_limits, store.is_some());
         let cors = self.cors_policies(file.cors);
+        let compression = self.compression_policies(compression);
         let defaults = self.resolve_policy(&[key("route_defaults")], &file.route_defaults, &names);
         let policy_of = |v: &mut Self, i: usize, r: &schema::RouteSection| {
             let own = v.resolve_policy(&[key("routes"), Seg::Index(i)], &r.own_policy(), &names);
@@ -188,6 +197,7 @@ impl Validator<'_> {
             headers,
             rate_limits,
             cors,
+            compression,
             limits,
             admin,
             tls,

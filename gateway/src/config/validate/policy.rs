@@ -17,6 +17,7 @@ use crate::config::{Fallback, HeaderPolicy, Limits, RateKey, RateLimit, RoutePol
 pub struct Names {
     pub rate_limits: Vec<String>,
     pub cors: Vec<String>,
+    pub compression: Vec<String>,
 }
 
 /// A policy section with references resolved; `None` means "not set here".
@@ -24,6 +25,8 @@ pub struct Names {
 pub struct Resolved {
     rate_limits: Option<Vec<usize>>,
     cors: Option<usize>,
+    /// `Some(None)`: the route says `compression = "off"`.
+    compression: Option<Option<usize>>,
     allow: Option<Vec<IpNet>>,
     deny: Option<Vec<IpNet>>,
     max_body_size: Option<u64>,
@@ -58,6 +61,7 @@ pub fn merge(
             .or_else(|| defaults.rate_limits.clone())
             .unwrap_or_default(),
         cors: own.cors.or(defaults.cors),
+        compression: own.compression.or(defaults.compression).flatten(),
         allow: own
             .allow
             .or_else(|| defaults.allow.clone())
@@ -367,6 +371,24 @@ impl Validator<'_> {
                     None
                 }
             });
+        let compression = p.compression.as_ref().map(|n| {
+            if n == "off" {
+                return None;
+            }
+            let found = names.compression.iter().position(|x| x == n);
+            if found.is_none() {
+                let known = if names.compression.is_empty() {
+                    "none are defined".to_owned()
+                } else {
+                    names.compression.join(", ")
+                };
+                self.err(
+                    &at(base, "compression"),
+                    format!("no compression policy named {n:?} (compression: {known}; \"off\" turns it off)"),
+                );
+            }
+            found
+        });
         let headers = p.headers.as_ref().map(|h| {
             let hb = at(base, "headers");
             HeaderPolicy {
@@ -377,6 +399,7 @@ impl Validator<'_> {
         Resolved {
             rate_limits,
             cors,
+            compression,
             allow: p.allow.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
             deny: p.deny.as_ref().map(|l| l.iter().map(|c| c.0).collect()),
             max_body_size: p.max_body_size.map(|s| s.0),
