@@ -123,14 +123,7 @@ async fn a_cluster_limit_admits_its_burst_once_across_three_gateways() {
     );
 
     // Each gateway says where it counts.
-    let status: Value = client()
-        .get(gws[0].admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = admin_json(&gws[0], "/status").await;
     assert_eq!(status["store"]["up"], true, "{status}");
     assert_eq!(status["store"]["address"], redis.url().as_str());
     let s = scrape(&gws[0]).await;
@@ -283,14 +276,7 @@ async fn an_unreachable_store_at_start_degrades_unless_required() {
     };
     assert_eq!(statuses, [200, 200, 429, 429]);
     assert!(gw.log_text().contains("\"store_unreachable\""));
-    let status: Value = client()
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = admin_json(&gw, "/status").await;
     assert_eq!(status["store"]["up"], false, "{status}");
     assert!(status["store"]["last_error"].is_string(), "{status}");
     let s = scrape(&gw).await;

@@ -327,15 +327,7 @@ async fn real_clients_decode_the_replicas_own_bytes() {
         );
         assert_eq!(o.stdout, own, "{tool} decodes the replica's bytes");
     }
-    let text = client()
-        .get(gw.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let scrape = scrape(&gw).await;
     let labels = [("route", "/api"), ("encoding", "zstd")];
     let inn = sample(&scrape, "gateway_compression_in_bytes_total", &labels);
     let out = sample(&scrape, "gateway_compression_out_bytes_total", &labels);

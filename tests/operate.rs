@@ -180,14 +180,7 @@ async fn readyz_status_and_the_admin_listener_boundaries() {
         200
     );
 
-    let status: Value = c
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = admin_json(&gw, "/status").await;
     let pool_a = status["pools"]
         .as_array()
         .unwrap()

@@ -138,14 +138,7 @@ async fn listener_changes_need_a_restart_and_the_rest_applies() {
         ("b".to_owned(), "2".to_owned()),
         "served on the old listener"
     );
-    let status: Value = c
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value = admin_json(&gw, "/status").await;
     assert_eq!(
         status["config"]["listeners"][0],
         gw.addr.to_string(),

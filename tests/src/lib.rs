@@ -416,6 +416,18 @@ pub async fn raw_request_from(source: &str, addr: SocketAddr, bytes: &[u8]) -> S
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A JSON document from the gateway's admin listener (`/status`, `/reload` answers).
+pub async fn admin_json(gw: &Gateway, path: &str) -> serde_json::Value {
+    client()
+        .get(gw.admin_url(path))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Scrapes the gateway's `/metrics`, parsed by a real Prometheus text parser (so a
 /// format error fails the test).
 pub async fn scrape(gw: &Gateway) -> prometheus_parse::Scrape {

@@ -14,6 +14,7 @@
 //! Generic over the `ProxyHttp` it serves, so nothing here names the gateway's proxy.
 
 mod coalesce;
+mod head_scan;
 mod http1;
 mod passthrough;
 mod refuse;
