@@ -59,8 +59,10 @@ pub struct Ctx {
     /// The request asked for a range: the response goes uncompressed.
     pub range_request: bool,
     /// The response's compressor, once `response_filter` decided to compress (behind a
-    /// mutex: the context must be `Sync`, zstd's state is not; never contended).
-    pub encoder: Option<std::sync::Mutex<Encoder>>,
+    /// mutex: the context must be `Sync`, zstd's state is not; never contended). Boxed:
+    /// the context lives in the request's future, which is moved on every request, and
+    /// most responses have no encoder.
+    pub encoder: Option<Box<std::sync::Mutex<Encoder>>>,
     _in_flight: InFlight,
 }
 
@@ -119,3 +121,4 @@ impl Ctx {
         self.route().and_then(|r| self.snapshot.pools.get(r.pool))
     }
 }
+

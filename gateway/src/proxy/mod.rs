@@ -111,7 +111,7 @@ fn compress_response(
         None
     } else {
         match Encoder::new(coding, policy.level(coding)) {
-            Ok(e) => Some(std::sync::Mutex::new(e)),
+            Ok(e) => Some(Box::new(std::sync::Mutex::new(e))),
             // Cannot happen short of memory: the response goes out as it is.
             Err(e) => {
                 tracing::warn!(request_id = %ctx.request_id, error = %e, "cannot start compressing");
