@@ -158,6 +158,7 @@ COMPRESS = {"compress-gzip": "gzip", "compress-zstd": "zstd", "compress-br": "br
 
 def setup(run):
     run = Path(run)
+    run.chmod(0o755)  # nginx's worker (not root) reads the files served from here
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "2", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
                     "-keyout", str(run / "key.pem"), "-out", str(run / "cert.pem")], check=True, capture_output=True)

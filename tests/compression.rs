@@ -90,11 +90,13 @@ async fn the_coding_is_negotiated_by_the_rules_and_the_body_arrives_whole() {
 
     for (accept, want) in [
         ("gzip, deflate, br, zstd", "zstd"),
-        ("gzip, br", "br"),
+        ("gzip, deflate, br", "gzip"), // Safari: equal q, the server's order
+        ("gzip;q=0.8, br", "br"),      // a higher q beats the order
+        ("br", "br"),
         ("gzip", "gzip"),
         ("zstd;q=0.5, gzip;q=0.9, br;q=0.7", "gzip"),
         ("*", "zstd"),
-        ("*, zstd;q=0", "br"),
+        ("*, zstd;q=0", "gzip"),
         ("gzip;q=0.5, identity", ""),
         ("gzip;q=0", ""),
         ("deflate", ""),

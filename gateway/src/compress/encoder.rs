@@ -2,18 +2,19 @@
 //! compressed and flushed at once (zstd, brotli or gzip), so a Server-Sent Events
 //! stream goes out event by event and a large body is never held whole; the end of the
 //! body finishes the stream. The codecs are the ones Pingora already links (flate2 on
-//! zlib-ng, brotli, zstd).
+//! zlib-ng, brotli, zstd); zstd's contexts are reused (`zstd_stream.rs`).
 
 use std::io::{self, Write};
 
 use bytes::Bytes;
 
 use super::negotiate::Coding;
+use super::zstd_stream::ZstdStream;
 
 enum Inner {
     Gzip(flate2::write::GzEncoder<Vec<u8>>),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
-    Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
+    Zstd(ZstdStream),
 }
 
 /// One response's compressor. Behind a mutex in the request context (which must be
@@ -47,11 +48,7 @@ impl Encoder {
                 level.min(11),
                 WINDOW_LOG,
             ))),
-            Coding::Zstd => {
-                let mut e = zstd::stream::write::Encoder::new(Vec::new(), level.min(22) as i32)?;
-                e.window_log(WINDOW_LOG)?;
-                Inner::Zstd(e)
-            }
+            Coding::Zstd => Inner::Zstd(ZstdStream::new(level.min(22) as i32, WINDOW_LOG)?),
         };
         Ok(Encoder {
             inner: Some(inner),
@@ -76,8 +73,9 @@ impl Encoder {
                     e.into_inner()
                 }
                 Some(Inner::Zstd(mut e)) => {
-                    e.write_all(chunk)?;
-                    e.finish()?
+                    let mut out = Vec::new();
+                    e.write(chunk, true, &mut out)?;
+                    out
                 }
                 None => Vec::new(),
             }
@@ -94,9 +92,9 @@ impl Encoder {
                     std::mem::take(e.get_mut())
                 }
                 Some(Inner::Zstd(e)) => {
-                    e.write_all(chunk)?;
-                    e.flush()?;
-                    std::mem::take(e.get_mut())
+                    let mut out = Vec::new();
+                    e.write(chunk, false, &mut out)?;
+                    out
                 }
                 None => Vec::new(),
             }

@@ -13,6 +13,7 @@
 
 pub mod encoder;
 pub mod negotiate;
+mod zstd_stream;
 
 use std::sync::Arc;
 

@@ -80,7 +80,10 @@ pub const STORE_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 // [compression.NAME]
 /// The policy a route may name without defining it.
 pub const COMPRESSION_POLICY: &str = "default";
-pub const COMPRESSION_ENCODINGS: [&str; 3] = ["zstd", "br", "gzip"];
+/// brotli last: at the levels a proxy can afford per response it makes bodies no
+/// smaller than gzip's for more CPU (docs/performance.md, "Compression"); it is there
+/// for clients that prefer it by q-value.
+pub const COMPRESSION_ENCODINGS: [&str; 3] = ["zstd", "gzip", "br"];
 /// Levels that cost little CPU for most of the gain on dynamic responses (Caddy's
 /// defaults are of the same order; nginx's gzip_comp_level is 1).
 pub const ZSTD_LEVEL: u32 = 3;

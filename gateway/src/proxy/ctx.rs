@@ -121,4 +121,3 @@ impl Ctx {
         self.route().and_then(|r| self.snapshot.pools.get(r.pool))
     }
 }
-
