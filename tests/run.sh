@@ -7,8 +7,9 @@ cd "$(dirname "$0")/.."
 # promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client;
 # redis-server is the shared store of the cluster tests; python3-h2 sends raw HTTP/2 frames;
 # zstd, brotli and gzip decode compressed responses as users' tools do;
-# docker-compose and debootstrap build and run the Compose stack on the Docker engine.
-bash tests/deps.sh prometheus pebble openssl redis-server python3-h2 zstd brotli gzip docker-compose debootstrap slowhttptest testssl.sh
+# docker-compose and debootstrap build and run the Compose stack on the Docker engine;
+# chromium renders the status page.
+bash tests/deps.sh prometheus pebble openssl redis-server python3-h2 zstd brotli gzip docker-compose debootstrap slowhttptest testssl.sh chromium
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -241,6 +241,8 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         accepted,
         allow: admin_cfg.allow.clone(),
         store: store.clone(),
+        tls: Arc::clone(&tls),
+        started: std::time::SystemTime::now(),
     };
     let mut admin_service = Service::new("admin".to_owned(), admin);
     admin_service.add_tcp_with_settings(&admin_cfg.address.to_string(), socket);

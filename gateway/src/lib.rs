@@ -30,4 +30,5 @@ pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod traffic;
 pub mod upstream;

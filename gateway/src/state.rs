@@ -16,6 +16,7 @@ use crate::policy::CompiledPolicy;
 use crate::ratelimit::Limiter;
 use crate::routing::Router;
 use crate::tls::sites::SiteTable;
+use crate::traffic::RouteTraffic;
 use crate::upstream::{health, Pool};
 
 pub struct Snapshot {
@@ -32,6 +33,11 @@ pub struct Snapshot {
     pub fallback: CompiledPolicy,
     /// Host -> site, for redirects and HSTS.
     pub sites: SiteTable,
+    /// Index-aligned with `router.routes()`: the status page's traffic ring, kept
+    /// across reloads for a route that keeps its name.
+    pub traffic: Vec<Arc<RouteTraffic>>,
+    /// Requests that matched no route.
+    pub unrouted: Arc<RouteTraffic>,
 }
 
 pub type SharedState = Arc<ArcSwap<Snapshot>>;
@@ -95,6 +101,18 @@ impl Snapshot {
             .collect();
         let fallback = CompiledPolicy::fallback(&config);
         let sites = SiteTable::new(&config);
+        let traffic = router
+            .routes()
+            .iter()
+            .map(|r| {
+                prev.and_then(|s| {
+                    let i = s.router.routes().iter().position(|o| o.name == r.name)?;
+                    s.traffic.get(i).cloned()
+                })
+                .unwrap_or_default()
+            })
+            .collect();
+        let unrouted = prev.map(|s| Arc::clone(&s.unrouted)).unwrap_or_default();
         Ok(Snapshot {
             config: Arc::new(config),
             router,
@@ -103,6 +121,8 @@ impl Snapshot {
             policies,
             fallback,
             sites,
+            traffic,
+            unrouted,
         })
     }
 }

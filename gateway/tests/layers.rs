@@ -22,6 +22,7 @@ const LAYERS: &[&[&str]] = &[
         "connections",
         "cli",
         "client",
+        "traffic",
     ],
     // The shared store (Redis): what rate limits and certificates share through.
     &["store"],

@@ -30,6 +30,9 @@ pub const DEFAULT_CONFIG_NAME: &str = "config/gateway.toml (embedded)";
 #[derive(Debug, Clone)]
 pub struct Config {
     pub source: PathBuf,
+    /// The first 12 hex digits of the file's SHA-256 (before `${VAR}` expansion, so no
+    /// secret goes into it): which edit is running, on the status page.
+    pub digest: String,
     pub server: Server,
     pub log: Log,
     pub listeners: Vec<Listener>,

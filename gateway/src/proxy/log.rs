@@ -8,6 +8,7 @@ use super::ctx::Ctx;
 use crate::access_line::AccessLine;
 use crate::metrics::{self, Metrics};
 use crate::telemetry;
+use crate::traffic;
 
 /// nginx's 499: the client closed the request before any response went out.
 pub const CLIENT_CLOSED: u16 = 499;
@@ -48,10 +49,25 @@ pub fn access_log(session: &Session, e: Option<&Error>, ctx: &Ctx, status: u16) 
     });
 }
 
-/// The request's metrics: its count and latency by route, method and status, the
-/// rate limit that refused it, if one did, and what compression did to its body.
+/// The request's metrics: its count and latency by route, method and status (in
+/// Prometheus and in the status page's ring), the rate limit that refused it, if one
+/// did, and what compression did to its body.
 pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: u16) {
     let route = ctx.route().map_or("-", |r| &*r.name);
+    let now = std::time::Instant::now();
+    let took = now.saturating_duration_since(ctx.started);
+    let ring = match ctx.route.and_then(|i| ctx.snapshot.traffic.get(i)) {
+        Some(ring) => ring,
+        None => &ctx.snapshot.unrouted,
+    };
+    ring.record(
+        now,
+        traffic::Outcome {
+            status,
+            rate_limited: ctx.rate_limited_by.is_some(),
+            took,
+        },
+    );
     let status_code = session.response_written().map(|r| r.status);
     let status = match (status_code.as_ref(), status) {
         (Some(s), _) => s.as_str(),
@@ -59,7 +75,7 @@ pub fn record(metrics: &Metrics, session: &Session, ctx: &Ctx, status: u16) {
         (None, _) => "0",
     };
     let method = metrics::method_label(&session.req_header().method);
-    metrics.request_done(route, method, status, ctx.started.elapsed());
+    metrics.request_done(route, method, status, took);
     if status == "499" {
         metrics.client_aborts.with_label_values(&[route]).inc();
     }

@@ -35,6 +35,18 @@ fn renew_before(entry: &Entry, configured: Option<Duration>) -> i64 {
     }
 }
 
+/// When `entry`, serving `site`, is due to be replaced (Unix seconds): ACME within its
+/// renewal window, the local CA's with a third of its life left; files never.
+pub fn next_renewal(entry: &Entry, site: &Site) -> Option<i64> {
+    match &site.certificate {
+        CertSource::Acme(a) => Some(entry.not_after - renew_before(entry, a.renew_before)),
+        CertSource::Internal => {
+            Some(entry.not_after - super::internal::LEAF_LIFETIME.as_secs() as i64 / 3)
+        }
+        CertSource::Files { .. } => None,
+    }
+}
+
 pub fn install(tls: &TlsState, metrics: &Metrics, entry: Entry, default: bool) {
     for n in &entry.names {
         metrics

@@ -26,5 +26,7 @@ pub struct TlsState {
     pub challenges: Challenges,
     /// TLS-ALPN-01 certificates, answered by the HTTPS listeners' pre-TLS hook.
     pub alpn: Arc<alpn::AlpnChallenges>,
+    /// The ACME orders of each site (by its first name), for the status page.
+    pub orders: dashmap::DashMap<String, renew::OrderStatus>,
     local_ca: Mutex<Option<Arc<LocalCa>>>,
 }

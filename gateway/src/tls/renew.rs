@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use rand::Rng;
 
@@ -47,6 +47,18 @@ impl Run {
     }
 }
 
+/// What the status page shows of a site's orders, by its first name.
+#[derive(Debug, Clone, Default)]
+pub struct OrderStatus {
+    pub last_ok: Option<SystemTime>,
+    /// When the last order failed, and why (kept after a later success, which
+    /// `last_ok` then postdates).
+    pub last_error: Option<(SystemTime, String)>,
+    /// Failures in a row, and when the next attempt may start after them.
+    pub failures: u32,
+    pub retry_at: Option<SystemTime>,
+}
+
 /// Everything one attempt needs, owned (it runs in a task of its own).
 pub struct Attempt {
     pub tls: Arc<TlsState>,
@@ -64,10 +76,18 @@ impl Attempt {
     pub async fn go(self) {
         let outcome = self.attempt().await;
         let mut r = self.run.lock().unwrap_or_else(|p| p.into_inner());
+        let mut status = self
+            .tls
+            .orders
+            .entry(self.site.names[0].clone())
+            .or_default();
         match outcome {
             Ok(Done::Installed) => {
                 r.failures = 0;
                 r.next_attempt = Instant::now();
+                status.last_ok = Some(SystemTime::now());
+                status.failures = 0;
+                status.retry_at = None;
             }
             Ok(Done::Later) => r.next_attempt = Instant::now() + OTHERS_ORDER,
             Err(e) => {
@@ -80,6 +100,9 @@ impl Attempt {
                     .min(self.tls_cfg.retry_max);
                 let wait = base.mul_f64(rand::rng().random_range(0.8..1.2));
                 r.next_attempt = Instant::now() + wait;
+                status.last_error = Some((SystemTime::now(), e.clone()));
+                status.failures = r.failures;
+                status.retry_at = Some(SystemTime::now() + wait);
                 tracing::warn!(
                     event = "acme_order_failed",
                     names = ?self.site.names,
@@ -90,6 +113,7 @@ impl Attempt {
                 );
             }
         }
+        drop(status);
         r.busy.store(false, Ordering::Release);
     }
 

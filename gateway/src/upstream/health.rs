@@ -40,6 +40,9 @@ pub struct CheckRecord {
     pub ok: bool,
     pub at: std::time::SystemTime,
     pub error: Option<String>,
+    /// Since when the replica has been in its present state (in or out of rotation):
+    /// its first check, or its last flip.
+    pub state_since: std::time::SystemTime,
 }
 
 pub type LastChecks = dashmap::DashMap<std::net::SocketAddr, CheckRecord>;
@@ -95,10 +98,13 @@ impl HealthCheck for PoolHealthCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let r = self.inner.check(target).await;
         if let Some(addr) = target.addr.as_inet() {
+            let at = std::time::SystemTime::now();
+            let state_since = self.last.get(addr).map_or(at, |prev| prev.state_since);
             let record = CheckRecord {
                 ok: r.is_ok(),
-                at: std::time::SystemTime::now(),
+                at,
                 error: r.as_ref().err().map(|e| e.to_string()),
+                state_since,
             };
             self.last.insert(*addr, record);
         }
@@ -110,6 +116,9 @@ impl HealthCheck for PoolHealthCheck {
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         // pingora has flipped the replica's readiness just before calling this.
+        if let Some(mut record) = target.addr.as_inet().and_then(|a| self.last.get_mut(a)) {
+            record.state_since = std::time::SystemTime::now();
+        }
         if let Some(pool) = self.owner.get().and_then(Weak::upgrade) {
             pool.sync_ready();
         }

@@ -73,7 +73,13 @@ pub fn parse_and_validate(
         env,
         errors: Vec::new(),
     };
-    let config = v.config(path, file);
+    let mut config = v.config(path, file);
+    config.digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes())
+        .as_ref()
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
     if v.errors.is_empty() {
         Ok(config)
     } else {
@@ -190,6 +196,7 @@ impl Validator<'_> {
         let routes = self.routes(file.routes, &pool_names, policy_of);
         Config {
             source: path.to_path_buf(),
+            digest: String::new(),
             server,
             log,
             listeners,

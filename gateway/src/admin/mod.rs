@@ -1,8 +1,13 @@
-//! The admin listener (default 127.0.0.1:9901, never a public listener): `/metrics`,
-//! `/healthz`, `/readyz`, `/status`, and `POST /reload`.
+//! The admin listener (default 127.0.0.1:9901, never a public listener): the status
+//! page at `/` (`page.rs`), `/metrics`, `/healthz`, `/readyz`, `/status` (`status.rs`),
+//! `/status/traffic` (`traffic.rs`), and `POST /reload`.
+
+mod page;
+mod status;
+mod traffic;
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use http::{Method, Response, StatusCode};
@@ -16,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::reload::{Outcome, Reloader};
 use crate::state::{SharedState, Snapshot};
 use crate::store::Store;
+use crate::tls::TlsState;
 
 pub struct AdminApp {
     pub state: SharedState,
@@ -26,7 +32,18 @@ pub struct AdminApp {
     /// From the start-up config (the admin listener itself cannot change live).
     pub allow: Vec<IpNet>,
     pub store: Option<Arc<Store>>,
+    /// Certificates in service and their ACME orders, for `/status`.
+    pub tls: Arc<TlsState>,
+    /// When this process started (uptime on the status page).
+    pub started: SystemTime,
 }
+
+/// Everything the admin listener serves may be opened in a browser (the status page and
+/// what it fetches): nothing but its own script, style and JSON may run or load, no
+/// other site may frame it, and no type is sniffed.
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+    connect-src 'self'; img-src 'self'; base-uri 'none'; form-action 'none'; \
+    frame-ancestors 'none'";
 
 fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
     let len = body.len();
@@ -35,16 +52,15 @@ fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Ve
         .header(http::header::CONTENT_TYPE, content_type)
         .header(http::header::CONTENT_LENGTH, len)
         .header(http::header::CACHE_CONTROL, "no-store")
+        .header(http::header::CONTENT_SECURITY_POLICY, CSP)
+        .header(http::header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(http::header::REFERRER_POLICY, "no-referrer")
         .body(body)
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
 fn json_response(status: StatusCode, v: Value) -> Response<Vec<u8>> {
     respond(status, "application/json", v.to_string().into_bytes())
-}
-
-fn epoch_secs(t: std::time::SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl AdminApp {
@@ -76,101 +92,6 @@ impl AdminApp {
             .map(|p| p.name().to_owned())
             .collect()
     }
-
-    fn status(&self, snapshot: &Snapshot) -> Value {
-        let c = &snapshot.config;
-        let pools: Vec<Value> = snapshot
-            .pools
-            .iter()
-            .map(|p| {
-                let replicas: Vec<Value> = p
-                    .replicas()
-                    .iter()
-                    .map(|r| {
-                        let last = p.last_check(*r);
-                        json!({
-                            "address": r.to_string(),
-                            "healthy": p.is_healthy(*r),
-                            "last_check": last.as_ref().map(|l| json!({
-                                "ok": l.ok, "at": epoch_secs(l.at), "error": l.error,
-                            })),
-                        })
-                    })
-                    .collect();
-                json!({
-                    "name": p.name(),
-                    "active_health_checks": p.config.health.is_some(),
-                    "replicas": replicas,
-                })
-            })
-            .collect();
-        let routes: Vec<Value> = c
-            .routes
-            .iter()
-            .map(|r| {
-                json!({
-                    "name": &*r.name,
-                    "host": r.host.as_ref().map(|h| h.to_string()),
-                    "path": r.path,
-                    "strip_prefix": r.strip_prefix,
-                    "pool": c.pools.get(r.pool).map(|p| &*p.name),
-                    "rate_limits": r.policy.rate_limits.iter().filter_map(|&i| c.rate_limits.get(i).map(|l| &*l.name)).collect::<Vec<_>>(),
-                    "cors": r.policy.cors.and_then(|i| c.cors.get(i)).map(|p| &*p.name),
-                    "max_body_size": r.policy.max_body_size,
-                    "request_buffer": r.policy.request_buffer,
-                })
-            })
-            .collect();
-        let limits: Vec<Value> = snapshot
-            .limiters
-            .iter()
-            .map(|l| {
-                let key = match &l.config.key {
-                    crate::config::RateKey::Address => "address".to_owned(),
-                    // The header's name only: its values are never shown.
-                    crate::config::RateKey::Header(h) => format!("header {h}"),
-                    crate::config::RateKey::Global => "global".to_owned(),
-                };
-                json!({
-                    "name": &*l.config.name,
-                    "rate": format!("{} per {}", l.config.count, humantime::format_duration(l.config.period)),
-                    "burst": l.config.burst,
-                    "key": key,
-                    "tracked_clients": l.tracked(),
-                })
-            })
-            .collect();
-        let reloads: Vec<Value> = self
-            .reloader
-            .history()
-            .iter()
-            .map(|r| {
-                json!({
-                    "at": epoch_secs(r.at), "trigger": r.trigger, "ok": r.ok,
-                    "errors": r.errors, "needs_restart": r.needs_restart,
-                })
-            })
-            .collect();
-        json!({
-            "config": {
-                "source": c.source.display().to_string(),
-                "listeners": c.listeners.iter().map(|l| l.address.to_string()).collect::<Vec<_>>(),
-                "admin": c.admin.address.to_string(),
-                "trusted_proxies": c.server.trusted_proxies.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
-                "routes": routes,
-                "rate_limits": limits,
-            },
-            "pools": pools,
-            "store": self.store.as_ref().map(|s| json!({
-                "address": s.address(),
-                "up": s.is_up(),
-                "last_error": s.last_error(),
-                "instance": s.instance,
-            })),
-            "requests_in_flight": self.lifecycle.in_flight(),
-            "reloads": reloads,
-        })
-    }
 }
 
 #[async_trait]
@@ -184,6 +105,9 @@ impl ServeHttp for AdminApp {
         }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
+        if let (&Method::GET, Some((content_type, body))) = (&method, page::asset(&path)) {
+            return respond(StatusCode::OK, content_type, body.to_vec());
+        }
         let snapshot = self.state.load_full();
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => json_response(StatusCode::OK, json!({"status": "ok"})),
@@ -214,6 +138,9 @@ impl ServeHttp for AdminApp {
                 )
             }
             (Method::GET, "/status") => json_response(StatusCode::OK, self.status(&snapshot)),
+            (Method::GET, "/status/traffic") => {
+                json_response(StatusCode::OK, traffic::series(&snapshot))
+            }
             (Method::POST, "/reload") => match self.reloader.reload("admin").await {
                 Outcome::Applied { needs_restart } => json_response(
                     StatusCode::OK,
@@ -224,13 +151,16 @@ impl ServeHttp for AdminApp {
                     json!({"result": "error", "errors": errors}),
                 ),
             },
-            (_, "/healthz" | "/readyz" | "/metrics" | "/status" | "/reload") => json_response(
+            (
+                _,
+                "/healthz" | "/readyz" | "/metrics" | "/status" | "/status/traffic" | "/reload",
+            ) => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"error": {"code": "method_not_allowed", "message": "wrong method for this endpoint"}}),
             ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                json!({"error": {"code": "not_found", "message": "admin endpoints: /metrics /healthz /readyz /status POST /reload"}}),
+                json!({"error": {"code": "not_found", "message": "admin endpoints: / (status page) /metrics /healthz /readyz /status /status/traffic POST /reload"}}),
             ),
         }
     }
