@@ -127,6 +127,15 @@ async fn the_status_page_shows_the_edge_live_in_a_real_browser() {
         )
         .await;
     assert!(moved.is_some(), "the request and rate-limit lines rose");
+    let who = browser
+        .eval("document.querySelector('tr[data-limit=tight] .refused').innerText")
+        .await;
+    assert!(
+        who.as_str()
+            .unwrap()
+            .contains(&format!("127.0.0.1 ×{limited}")),
+        "who the limit refused: {who}"
+    );
     let counted = browser
         .wait_for(
             "document.querySelector('#route-traffic tr[data-route=api] td.num').innerText === '180'",

@@ -61,6 +61,7 @@ impl AdminApp {
                 })
             })
             .collect();
+        let now = std::time::Instant::now();
         let limits: Vec<Value> = snapshot
             .limiters
             .iter()
@@ -77,6 +78,12 @@ impl AdminApp {
                     "burst": l.config.burst,
                     "key": key,
                     "tracked_clients": l.tracked(),
+                    // Addresses only (a header key's values are never shown).
+                    "refused_recently": l.refused.top(5, now).iter().map(|r| json!({
+                        "client": r.client.to_string(),
+                        "refusals": r.refusals,
+                        "last_seconds_ago": now.saturating_duration_since(r.last).as_secs(),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();

@@ -58,6 +58,9 @@ pub async fn check(
             retry_after_secs: (!d.allowed).then(|| d.retry_after_ns.div_ceil(NS_PER_SEC).max(1)),
         };
         if !d.allowed {
+            if let Some(ip) = ctx.client_ip {
+                limiter.refused.note(ip, std::time::Instant::now());
+            }
             ctx.rate = Some(info);
             ctx.rate_limited_by = Some(limiter.config.name.clone());
             return Err(GatewayError::TooManyRequests);

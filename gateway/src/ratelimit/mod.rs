@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod gcra;
 pub mod key;
+pub mod refused;
 pub mod sweeper;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +32,8 @@ pub struct Limiter {
     /// Clock origin: TATs are nanoseconds since this instant.
     epoch: Instant,
     last_full_sweep: AtomicU64,
+    /// Who this limit refused lately (the status page).
+    pub refused: refused::Refusals,
 }
 
 /// How a cluster limit is counted in the store: every gateway with the same limit
@@ -70,6 +73,7 @@ impl Limiter {
             table: DashMap::new(),
             epoch: Instant::now(),
             last_full_sweep: AtomicU64::new(0),
+            refused: refused::Refusals::default(),
         }
     }
 

@@ -46,6 +46,13 @@ function num(v, digits) {
   return Number(v).toFixed(digits);
 }
 
+function bytes(n) {
+  for (const [unit, size] of [["GiB", 1 << 30], ["MiB", 1 << 20], ["KiB", 1 << 10]]) {
+    if (n >= size && n % size === 0) return n / size + " " + unit;
+  }
+  return n + " B";
+}
+
 function renderSummary(s) {
   const g = s.gateway;
   const store = s.store ? (s.store.up ? " · store up" : " · store DOWN") : "";
@@ -82,7 +89,7 @@ function policyText(r) {
   if (r.rate_limits.length) parts.push("limits: " + r.rate_limits.join(", "));
   if (r.cors) parts.push("cors: " + r.cors);
   if (r.compression) parts.push("compress: " + r.compression);
-  if (r.max_body_size !== null && r.max_body_size !== undefined) parts.push("body ≤ " + r.max_body_size + " B");
+  if (r.max_body_size !== null && r.max_body_size !== undefined) parts.push("body ≤ " + bytes(r.max_body_size));
   if (r.strip_prefix) parts.push("strip prefix");
   return parts.join(" · ") || "-";
 }
@@ -117,9 +124,12 @@ function renderCertificates(s, now) {
 }
 
 function renderLimits(s) {
-  fill(document.querySelector("#limits tbody"), s.config.rate_limits.map((l) =>
-    el("tr", {}, el("td", {}, l.name), el("td", {}, l.rate), el("td", { class: "num" }, l.burst),
-      el("td", {}, l.key), el("td", { class: "num" }, l.tracked_clients))));
+  fill(document.querySelector("#limits tbody"), s.config.rate_limits.map((l) => {
+    const who = l.refused_recently.map((r) => r.client + " ×" + r.refusals + " (" + ago(r.last_seconds_ago) + " ago)");
+    return el("tr", { "data-limit": l.name }, el("td", {}, l.name), el("td", {}, l.rate), el("td", { class: "num" }, l.burst),
+      el("td", {}, l.key), el("td", { class: "num" }, l.tracked_clients),
+      el("td", { class: "refused" }, who.length ? who.join(", ") : "-"));
+  }));
 }
 
 function renderReloads(s) {
