@@ -487,6 +487,42 @@ def measure(run, target, proc, scenario, duration, conns):
     return res
 
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+H2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"      # empty SETTINGS
+H2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
+
+
+async def open_idle_tls(port, kind, n):
+    """`n` idle connections over TLS to `port`: `tls` completes the handshake (ALPN
+    http/1.1) and sends nothing; `h2` negotiates h2, sends the preface and SETTINGS,
+    acknowledges the server's, and sends nothing more. Returns (connections, errors,
+    seconds taken); the connections stay open until their writers are closed."""
+    import asyncio, ssl
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["h2"] if kind == "h2" else ["http/1.1"])
+    gate = asyncio.Semaphore(64)
+    conns = []
+
+    async def one():
+        async with gate:
+            r, w = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+            alpn = w.get_extra_info("ssl_object").selected_alpn_protocol()
+            if kind == "h2":
+                assert alpn == "h2", f"ALPN {alpn}"
+                w.write(H2_PREFACE + H2_SETTINGS)
+                await asyncio.wait_for(r.read(9), 5)   # the server's SETTINGS (its header at least)
+                w.write(H2_SETTINGS_ACK)
+                await w.drain()
+            conns.append((r, w))
+
+    started = time.time()
+    results = await asyncio.gather(*(one() for _ in range(n)), return_exceptions=True)
+    errors = [e for e in results if isinstance(e, BaseException)]
+    return conns, errors, time.time() - started
+
+
 def idle_rss(run, target):
     """RSS idle, and with 10,000 idle keep-alive connections open."""
     import resource
