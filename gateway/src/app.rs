@@ -34,15 +34,13 @@ use pingora_core::listeners::{L4BufferSettings, ListenerConfig, TcpSocketOptions
 
 /// Pingora gives every connection a 64 KiB read buffer up front: 10,000 idle keep-alive
 /// connections then cost about 1 GiB. Plain HTTP reads straight into the request
-/// parser's own buffer instead; TLS keeps one TLS record's worth (rustls reads in 16 KiB
-/// chunks). The write side's buffer is ours, held only while a response is written
-/// (`connection/coalesce.rs`). See docs/performance.md for the measurements.
-const PLAIN_READ_BUFFER: L4BufferSettings = L4BufferSettings {
+/// parser's own buffer instead; TLS straight into rustls's own record buffer (4 KiB
+/// reads, grown to a whole record when one is larger), which it holds anyway: a 16 KiB
+/// buffer under it was half of an idle TLS connection's memory and one more copy of
+/// every byte received. The write side's buffer is ours, held only while a response is
+/// written (`connection/coalesce.rs`). See docs/performance.md for the measurements.
+const READ_BUFFER: L4BufferSettings = L4BufferSettings {
     read: Some(0),
-    write: Some(0),
-};
-const TLS_READ_BUFFER: L4BufferSettings = L4BufferSettings {
-    read: Some(16 * 1024),
     write: Some(0),
 };
 
@@ -210,14 +208,14 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
             let endpoint = ListenerConfig::tcp(l.address.to_string())
                 .tcp_socket_options(socket.clone())
                 .tls(settings)
-                .l4_buffer(TLS_READ_BUFFER);
+                .l4_buffer(READ_BUFFER);
             proxy.add_listener(endpoint);
             tracing::info!(event = "listening", address = %l.address, http2 = l.http2, "listening (https)");
         } else {
             proxy.add_listener(
                 ListenerConfig::tcp(l.address.to_string())
                     .tcp_socket_options(socket.clone())
-                    .l4_buffer(PLAIN_READ_BUFFER),
+                    .l4_buffer(READ_BUFFER),
             );
             tracing::info!(event = "listening", address = %l.address, "listening (http)");
         }
