@@ -16,8 +16,8 @@ PORTS = {  # target: (http, https)
     "nginx": (9301, 9302),
     "haproxy": (9401, 9402),
     "caddy": (9501, 9502),
-    # the floor: a bare Pingora proxy (gateway/examples/bare_pingora.rs), plain HTTP only
-    "bare-pingora": (9601, None),
+    # the floor: a bare Pingora proxy (gateway/examples/bare_pingora.rs)
+    "bare-pingora": (9601, 9602),
 }
 RATE = 5000  # requests per second offered in the fixed-rate scenario
 HEADERS = {
@@ -391,7 +391,8 @@ def start_target(run, target, policy, ups=UPSTREAMS, health=False, compress=Fals
         cfg.write_text(haproxy_config(run, ups))
         p = spawn(run, "haproxy", ["haproxy", "-f", str(cfg), "-db"], 1)
     elif target == "bare-pingora":
-        p = spawn(run, "bare-pingora", ["bare_pingora", f"127.0.0.1:{http}", *(f"127.0.0.1:{u}" for u in ups)], 1)
+        tls = ["--tls", f"127.0.0.1:{PORTS[target][1]}", str(run / "cert.pem"), str(run / "key.pem")]
+        p = spawn(run, "bare-pingora", ["bare_pingora", *tls, f"127.0.0.1:{http}", *(f"127.0.0.1:{u}" for u in ups)], 1)
     elif target == "caddy":
         cfg = run / "Caddyfile"
         cfg.write_text(caddy_config(run, ups, health, compress=compress))
@@ -566,7 +567,7 @@ def main():
             for s in ("http", "https", "https-new", "h2", "rate")]
     plan += [(t, "api") for t in ("gateway", "nginx", "haproxy", "caddy")]
     plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
-    plan += [("bare-pingora", s) for s in ("http", "rate")]
+    plan += [("bare-pingora", s) for s in ("http", "https", "https-new", "h2", "rate")]
     plan += [(t, "compress-gzip") for t in ("gateway", "nginx", "caddy")]
     plan += [(t, "compress-zstd") for t in ("gateway", "caddy")] + [("gateway", "compress-br")]
     if a.only:

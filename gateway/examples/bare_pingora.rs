@@ -3,8 +3,10 @@
 //! the same response headers, a v4 UUID request id, nothing else), built with the
 //! gateway's release profile and allocator. Not part of the product.
 //!
-//! Usage: `bare_pingora LISTEN UPSTREAM...`, e.g.
-//! `bare_pingora 127.0.0.1:9601 127.0.0.1:9101 127.0.0.1:9102 127.0.0.1:9103` (as bench/ runs it)
+//! Usage: `bare_pingora [--tls LISTEN CERT KEY] LISTEN UPSTREAM...`, e.g.
+//! `bare_pingora --tls 127.0.0.1:9602 cert.pem key.pem 127.0.0.1:9601 127.0.0.1:9101 ...`
+//! (as bench/ runs it). The TLS listener is Pingora's own with its defaults (rustls, h2
+//! and HTTP/1.1 by ALPN, Pingora's L4 buffers): the floor on the HTTPS and HTTP/2 paths.
 
 use std::sync::Arc;
 
@@ -50,13 +52,19 @@ impl ProxyHttp for Bare {
 }
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let listen = args
-        .next()
-        .ok_or("usage: bare_pingora LISTEN UPSTREAM...")?;
+    const USAGE: &str = "usage: bare_pingora [--tls LISTEN CERT KEY] LISTEN UPSTREAM...";
+    let mut args = std::env::args().skip(1).peekable();
+    let tls = if args.peek().map(String::as_str) == Some("--tls") {
+        args.next();
+        let mut next = || args.next().ok_or(USAGE);
+        Some((next()?, next()?, next()?))
+    } else {
+        None
+    };
+    let listen = args.next().ok_or(USAGE)?;
     let upstreams: Vec<String> = args.collect();
     if upstreams.is_empty() {
-        return Err("usage: bare_pingora LISTEN UPSTREAM...".into());
+        return Err(USAGE.into());
     }
     // One worker thread, as every proxy in bench/ runs.
     let conf = ServerConf {
@@ -68,6 +76,11 @@ fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let lb = LoadBalancer::try_from_iter(upstreams)?;
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare(Arc::new(lb)));
     proxy.add_tcp(&listen);
+    if let Some((addr, cert, key)) = tls {
+        let mut settings = pingora_core::listeners::tls::TlsSettings::intermediate(&cert, &key)?;
+        settings.enable_h2();
+        proxy.add_tls_with_settings(&addr, None, settings);
+    }
     server.add_service(proxy);
     server.run_forever()
 }
