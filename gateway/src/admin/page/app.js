@@ -53,6 +53,13 @@ function bytes(n) {
   return n + " B";
 }
 
+// Pingora's errors carry their whole chain ("ConnectRefused context: ... cause: ...");
+// the last cause is what an operator needs at a glance, the rest is in the tooltip.
+function shortError(text) {
+  const i = text.lastIndexOf("cause: ");
+  return i >= 0 ? text.slice(i + "cause: ".length) : text;
+}
+
 function renderSummary(s) {
   const g = s.gateway;
   const store = s.store ? (s.store.up ? " · store up" : " · store DOWN") : "";
@@ -74,7 +81,7 @@ function renderPools(s, now) {
         el("td", {}, el("span", { class: "dot" }), r.address),
         el("td", {}, state + since),
         el("td", {}, check),
-        el("td", { class: "err" }, last && last.error ? last.error : ""));
+        el("td", { class: "err", title: last && last.error ? last.error : null }, last && last.error ? shortError(last.error) : ""));
     });
     const head = el("tr", {}, el("th", {}, "replica"), el("th", {}, "state"), el("th", {}, "last check"), el("th", {}, "error"));
     return el("div", { class: "pool", "data-pool": p.name },
