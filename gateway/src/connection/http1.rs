@@ -16,6 +16,10 @@ use pingora_proxy::{HttpProxy, ProxyHttp};
 
 use super::ClientStream;
 
+/// How long a connection accepted just before a shutdown may take to send its first
+/// request (seen failing one request in two thousand during a zero-downtime upgrade).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves one HTTP/1 connection until the client or the gateway ends it. An idle
 /// keep-alive connection is closed after `keepalive` (zero: no keep-alive, applied in
 /// `request_filter`). Pingora alone would keep an idle HTTP/1.1 connection for as long
@@ -42,19 +46,35 @@ pub async fn serve<SV>(
         }
         // The first request's wait is bounded by the head deadline (`ClientStream`);
         // a kept-alive connection's by the keep-alive timeout.
-        let wait = async {
-            if first {
-                client.next_request_bytes().await
-            } else {
-                tokio::time::timeout(keepalive, client.next_request_bytes())
-                    .await
-                    .unwrap_or(Ok(None))
+        let arrived = {
+            let wait = async {
+                if first {
+                    client.next_request_bytes().await
+                } else {
+                    tokio::time::timeout(keepalive, client.next_request_bytes())
+                        .await
+                        .unwrap_or(Ok(None))
+                }
+            };
+            tokio::pin!(wait);
+            tokio::select! {
+                biased;
+                r = &mut wait => r.ok().flatten(),
+                _ = shutdown_changed.changed() => {
+                    if first {
+                        // Accepted just before the shutdown: its first request is most
+                        // likely on the way (a new TLS connection sends it right after
+                        // the handshake). Closing now would fail a request that reached
+                        // us in time; wait a moment for it, then close.
+                        tokio::time::timeout(FIRST_REQUEST_GRACE, &mut wait)
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok().flatten())
+                    } else {
+                        None
+                    }
+                }
             }
-        };
-        let arrived = tokio::select! {
-            biased;
-            r = wait => r.ok().flatten(),
-            _ = shutdown_changed.changed() => None,
         };
         let Some(start) = arrived else {
             return;
