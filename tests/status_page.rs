@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use e2e::browser::Browser;
-use e2e::{client, Gateway, Replica, TestConfig};
+use e2e::{admin_json, client, Gateway, Replica, TestConfig};
 
 /// The health interval of the test pool; the page must show a flip within two.
 const INTERVAL: Duration = Duration::from_secs(2);
@@ -41,14 +41,7 @@ async fn the_status_page_shows_the_edge_live_in_a_real_browser() {
         .route("/api", "api", "name = \"api\"\n")
         .build();
     let gw = Gateway::start(&config);
-    let status: serde_json::Value = client()
-        .get(gw.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = admin_json(&gw, "/status").await;
     let not_after = status["certificates"][0]["served"]["not_after"]
         .as_i64()
         .expect("the internal certificate is in service and in /status");
@@ -230,14 +223,7 @@ async fn the_page_is_small_self_contained_and_locked_down() {
     // The page lives on the admin listener only: the public one knows nothing of it.
     let public = c.get(gw.url("/ui/app.js")).send().await.unwrap();
     assert_ne!(public.status(), 200);
-    let traffic: serde_json::Value = c
-        .get(gw.admin_url("/status/traffic"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let traffic = admin_json(&gw, "/status/traffic").await;
     assert_eq!(traffic["slot_seconds"], 2);
     assert_eq!(
         traffic["t"].as_array().unwrap().len(),

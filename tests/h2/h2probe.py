@@ -120,6 +120,18 @@ def pump(s, conn, seconds, until=None):
     return events, False
 
 
+def flood(s, frame, n):
+    """Sends `frame` up to `n` times, stopping when the server closes; returns how many went."""
+    sent = 0
+    try:
+        for _ in range(n):
+            s.sendall(frame)
+            sent += 1
+    except OSError:
+        pass
+    return sent
+
+
 def summary(events, closed, **extra):
     goaway = [e.error_code.name for e in events if isinstance(e, h2.events.ConnectionTerminated)]
     goaway += [h2.errors.ErrorCodes(c).name if c in iter(h2.errors.ErrorCodes) else str(c) for c in GOAWAYS]
@@ -199,28 +211,13 @@ def main():
             pass
         events, closed = pump(s, conn, 3.0)
         print(json.dumps(summary(events, closed, sent=sent)))
-    elif scenario == "settings-flood":
-        n = int(args[0])
-        sent = 0
-        frame = (6).to_bytes(3, "big") + bytes([4, 0]) + (0).to_bytes(4, "big") + (4).to_bytes(2, "big") + (65535).to_bytes(4, "big")
-        try:
-            for _ in range(n):
-                s.sendall(frame)
-                sent += 1
-        except OSError:
-            pass
-        events, closed = pump(s, conn, 3.0)
-        print(json.dumps(summary(events, closed, sent=sent)))
-    elif scenario == "ping-flood":
-        n = int(args[0])
-        sent = 0
-        frame = (8).to_bytes(3, "big") + bytes([6, 0]) + (0).to_bytes(4, "big") + b"12345678"
-        try:
-            for _ in range(n):
-                s.sendall(frame)
-                sent += 1
-        except OSError:
-            pass
+    elif scenario in ("settings-flood", "ping-flood"):
+        if scenario == "settings-flood":
+            # SETTINGS, 6 bytes: INITIAL_WINDOW_SIZE = 65535
+            frame = (6).to_bytes(3, "big") + bytes([4, 0]) + (0).to_bytes(4, "big") + (4).to_bytes(2, "big") + (65535).to_bytes(4, "big")
+        else:
+            frame = (8).to_bytes(3, "big") + bytes([6, 0]) + (0).to_bytes(4, "big") + b"12345678"
+        sent = flood(s, frame, int(args[0]))
         events, closed = pump(s, conn, 3.0)
         print(json.dumps(summary(events, closed, sent=sent)))
     elif scenario == "hpack-bomb":
