@@ -5,11 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # promtool checks the alert rules; pebble is the ACME server; openssl is a TLS client;
-# redis-server is the shared store of the cluster tests; python3-h2 sends raw HTTP/2 frames;
+# redis-server is the shared store of the cluster tests; bind9 (named, tsig-keygen) and
+# bind9-dnsutils (dig) are the DNS server DNS-01 updates; python3-h2 sends raw HTTP/2 frames;
 # zstd, brotli and gzip decode compressed responses as users' tools do;
 # docker-compose and debootstrap build and run the Compose stack on the Docker engine;
 # chromium renders the status page.
-bash tests/deps.sh prometheus pebble openssl redis-server python3-h2 zstd brotli gzip docker-compose debootstrap slowhttptest testssl.sh chromium
+bash tests/deps.sh prometheus pebble bind9 bind9-dnsutils openssl redis-server python3-h2 zstd brotli gzip docker-compose debootstrap slowhttptest testssl.sh chromium
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

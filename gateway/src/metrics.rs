@@ -45,6 +45,8 @@ pub struct Metrics {
     ok_handles:
         dashmap::DashMap<std::net::SocketAddr, Vec<(std::sync::Arc<str>, prometheus::IntCounter)>>,
     pub acme_orders: IntCounterVec,
+    /// RFC 2136 updates of DNS-01 records, by op (add, remove) and result.
+    pub dns_updates: IntCounterVec,
     /// Connections closed because their request head missed `header_timeout`.
     pub header_timeouts: prometheus::IntCounter,
     /// Connections beyond `max_connections_per_client` (refused, or answered 429).
@@ -210,6 +212,14 @@ impl Metrics {
                     "gateway_acme_orders_total",
                     "ACME certificate orders, by result: ok, error.",
                     &["result"],
+                )?,
+            )?,
+            dns_updates: reg(
+                &r,
+                counter(
+                    "gateway_dns_updates_total",
+                    "RFC 2136 updates of DNS-01 challenge records, by op (add, remove) and result (ok, error).",
+                    &["op", "result"],
                 )?,
             )?,
             ok_handles: dashmap::DashMap::new(),

@@ -24,6 +24,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("[limits]", "LimitsSection"),
     ("[rate_limits.NAME]", "RateLimitSection"),
     ("[store]", "StoreSection"),
+    ("[dns]", "DnsSection"),
     ("[cors.NAME]", "CorsSection"),
     ("[compression.NAME]", "CompressionSection"),
 ];

@@ -4,6 +4,7 @@
 //! (`cargo build --workspace --bins`, which `tests/run.sh` does).
 #![allow(clippy::unwrap_used)]
 
+pub mod bind;
 pub mod browser;
 pub mod compose;
 pub mod config;

@@ -143,6 +143,13 @@ impl Pebble {
         );
     }
 
+    /// Restarts resolving every name through `dns` (a BIND serving the test zone)
+    /// instead of pebble-challtestsrv: DNS-01 TXT records are read from there.
+    pub fn resolve_with(&mut self, dns: SocketAddr) {
+        self.dns = dns;
+        self.restart();
+    }
+
     /// Restarts with extra environment (e.g. `PEBBLE_WFE_NONCEREJECT`).
     pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
         self.env

@@ -70,6 +70,18 @@ pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
 
+// [dns]
+pub const DNS_TSIG_ALGORITHM: &str = "hmac-sha256";
+/// Short, so a record left behind by a crash is not cached for long; the CA reads it
+/// from the authoritative server anyway.
+pub const DNS_TTL: Duration = Duration::from_secs(60);
+/// One DNS exchange (an update or a query) with the zone's servers.
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the new TXT record may take to reach every server in `check_servers`
+/// (secondaries follow the primary's NOTIFY within seconds; a hosted provider's
+/// anycast network within a minute or two).
+pub const DNS_PROPAGATION_TIMEOUT: Duration = Duration::from_secs(180);
+
 // [store]
 pub const STORE_KEY_PREFIX: &str = "gateway:";
 /// A store call on loopback or a LAN takes well under a millisecond; 20 ms leaves room

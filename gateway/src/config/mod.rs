@@ -334,11 +334,39 @@ pub struct Acme {
 }
 
 /// ACME validation method (RFC 8555 HTTP-01 on the plain listener, RFC 8737 TLS-ALPN-01
-/// on the HTTPS listener).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// on the HTTPS listener, RFC 8555 DNS-01 through the `[dns]` server).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Challenge {
     Http01,
     TlsAlpn01,
+    Dns01(Arc<Dns>),
+}
+
+/// `[dns]`: the zone's primary server, which takes TSIG-signed RFC 2136 updates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// `host:port` of the primary (port 53 when the file names none).
+    pub server: String,
+    /// Lowercase, without the final dot.
+    pub zone: String,
+    /// The TSIG key's name, as the server knows it.
+    pub tsig_key: String,
+    pub tsig_algorithm: TsigAlgorithm,
+    /// The key itself (decoded from the base64 in the environment).
+    pub tsig_secret: Secret,
+    /// Where the record must be visible before the CA is told (`host:port` each).
+    pub check_servers: Vec<String>,
+    pub ttl: Duration,
+    pub timeout: Duration,
+    pub propagation_timeout: Duration,
+}
+
+/// The TSIG MACs every RFC 2136 server accepts that are still safe to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TsigAlgorithm {
+    HmacSha256,
+    HmacSha384,
+    HmacSha512,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

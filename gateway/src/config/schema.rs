@@ -47,6 +47,22 @@ pub struct File {
     pub sites: Vec<SiteSection>,
     /// Shared state for several gateways (rate limits, certificates): Redis.
     pub store: Option<StoreSection>,
+    /// The DNS server that takes RFC 2136 updates, for DNS-01 challenges.
+    pub dns: Option<DnsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    pub server: String,
+    pub zone: String,
+    pub tsig_key: String,
+    pub tsig_algorithm: Option<String>,
+    pub tsig_secret_env: String,
+    pub check_servers: Option<Vec<String>>,
+    pub ttl: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub propagation_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

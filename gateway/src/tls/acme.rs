@@ -1,7 +1,8 @@
 //! One ACME order (RFC 8555, via `instant-acme`): account (created once, kept in the
 //! state dir and, with a store, shared), HTTP-01 challenges answered by the gateway's
 //! own plain listener or TLS-ALPN-01 ones by its HTTPS listeners (`alpn.rs`), published
-//! to every gateway through the store when there is one, CSR, certificate. Scheduling,
+//! to every gateway through the store when there is one, or DNS-01 ones as TXT records
+//! through the zone's primary (`dns01.rs`), CSR, certificate. Scheduling,
 //! the cluster lock and backoff live in `renew.rs` and `manager.rs`.
 
 use std::path::{Path, PathBuf};
@@ -14,8 +15,9 @@ use instant_acme::{
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 
 use super::store::write_atomic;
-use super::TlsState;
+use super::{dns01, TlsState};
 use crate::config::{Acme, Challenge};
+use crate::metrics::Metrics;
 use crate::store::{Event, Store};
 
 const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
@@ -116,7 +118,12 @@ pub async fn order(
     state_dir: &Path,
     tls: &TlsState,
     store: Option<&Store>,
+    metrics: &Metrics,
 ) -> Result<(String, String), String> {
+    let zone = match &acme.challenge {
+        Challenge::Dns01(dns) => Some(dns01::Zone::new(dns)?),
+        _ => None,
+    };
     let identifiers: Vec<Identifier> = names.iter().map(|n| Identifier::Dns(n.clone())).collect();
     let account = account(acme, state_dir, store).await?;
     let mut order = match account.new_order(&NewOrder::new(&identifiers)).await {
@@ -141,6 +148,7 @@ pub async fn order(
     // What we publish for the CA, withdrawn once the order ends either way.
     let mut tokens = Vec::new();
     let mut alpn_names = Vec::new();
+    let mut txt_records = Vec::new();
     let result = async {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -151,11 +159,27 @@ pub async fn order(
             let kind = match acme.challenge {
                 Challenge::Http01 => ChallengeType::Http01,
                 Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+                Challenge::Dns01(_) => ChallengeType::Dns01,
             };
             let mut challenge = authz
                 .challenge(kind.clone())
                 .ok_or_else(|| format!("the CA offered no {kind:?} challenge"))?;
-            match acme.challenge {
+            match &acme.challenge {
+                Challenge::Dns01(_) => {
+                    let zone = zone.as_ref().ok_or("no [dns] zone")?;
+                    let Identifier::Dns(name) = challenge.identifier().identifier else {
+                        return Err("the CA asked to validate a non-DNS identifier".to_owned());
+                    };
+                    let record = dns01::record_name(name);
+                    let value = challenge.key_authorization().dns_value();
+                    let added = zone.add(&record, &value).await;
+                    count(metrics, "add", added.is_ok());
+                    added?;
+                    txt_records.push((record.clone(), value.clone()));
+                    // The CA may look once and fail the order for good: only tell it
+                    // when the zone's servers answer with the record.
+                    zone.wait_visible(&record, &value).await?;
+                }
                 Challenge::Http01 => {
                     let token = challenge.token.clone();
                     let answer = challenge.key_authorization().as_str().to_owned();
@@ -228,7 +252,21 @@ pub async fn order(
         tls.alpn.remove(&n);
         withdraw(store, Event::AlpnDone(n)).await;
     }
+    if let Some(zone) = &zone {
+        for (record, value) in txt_records {
+            let removed = zone.remove(&record, &value).await;
+            count(metrics, "remove", removed.is_ok());
+            if let Err(e) = removed {
+                tracing::warn!(event = "dns_cleanup_failed", error = %e, "the challenge record stays in the zone; remove it by hand");
+            }
+        }
+    }
     result
+}
+
+fn count(metrics: &Metrics, op: &str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics.dns_updates.with_label_values(&[op, result]).inc();
 }
 
 /// How long a published challenge is kept in the store at most (an order that dies

@@ -1,10 +1,11 @@
 //! TLS: the SNI certificate store the HTTPS listeners resolve from (`store`), where
 //! certificates come from (`internal`: a local CA; `acme`: RFC 8555 orders; files), and
-//! the background service that keeps them current (`manager`), and the TLS-ALPN-01
-//! answers (`alpn`).
+//! the background service that keeps them current (`manager`), the TLS-ALPN-01
+//! answers (`alpn`) and the DNS-01 records (`dns01`).
 
 pub mod acme;
 pub mod alpn;
+pub mod dns01;
 pub mod internal;
 pub mod manager;
 pub mod renew;

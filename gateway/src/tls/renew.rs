@@ -172,6 +172,7 @@ impl Attempt {
             &self.tls_cfg.state_dir,
             &self.tls,
             self.store.as_deref(),
+            &self.metrics,
         )
         .await;
         if let Some(r) = refresher {

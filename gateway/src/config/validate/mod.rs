@@ -6,6 +6,7 @@
 
 mod compress;
 mod cors;
+mod dns;
 mod policy;
 mod pools;
 mod routes;
@@ -169,7 +170,14 @@ impl Validator<'_> {
         }
         let tls = self.tls(&file.tls, &base);
         let mut warnings = Vec::new();
-        let sites = self.sites(file.sites, &base, &listeners, &mut warnings);
+        let dns = self.dns(file.dns);
+        let sites = self.sites(file.sites, &base, &listeners, dns.as_ref(), &mut warnings);
+        let dns01 = |s: &crate::config::Site| matches!(&s.certificate, crate::config::CertSource::Acme(a) if matches!(a.challenge, crate::config::Challenge::Dns01(_)));
+        if dns.is_some() && !sites.iter().any(dns01) {
+            warnings.push(
+                "[dns] is configured but no site has challenge = \"dns-01\": it is not used".into(),
+            );
+        }
         // `compression = "default"` works without a section of its own: the built-in
         // policy, unless the file defines `[compression.default]`.
         let mut compression = file.compression;

@@ -1,13 +1,14 @@
 //! Validation of `[tls]` and `[[sites]]`: certificate sources, redirects, HSTS.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{at, key, valid_dns_name, Validator};
 use crate::config::defaults;
 use crate::config::doc::Seg;
 use crate::config::schema::{self, CertSourceKind, RedirectKind};
-use crate::config::{Acme, CertSource, Challenge, Listener, Site, Tls};
+use crate::config::{Acme, CertSource, Challenge, Dns, Listener, Site, Tls};
 
 const YEAR: Duration = Duration::from_secs(365 * 86400);
 
@@ -38,6 +39,7 @@ impl Validator<'_> {
         sites: Vec<schema::SiteSection>,
         base: &Path,
         listeners: &[Listener],
+        dns: Option<&Arc<Dns>>,
         warnings: &mut Vec<String>,
     ) -> Vec<Site> {
         let has_plain = listeners.iter().any(|l| !l.tls);
@@ -109,7 +111,10 @@ impl Validator<'_> {
                     }
                 },
                 CertSourceKind::Acme => match &s.acme {
-                    Some(a) => self.acme(&at(&b, "acme"), a, base, &names, (has_plain, has_tls)),
+                    Some(a) => {
+                        let listeners = (has_plain, has_tls);
+                        self.acme(&at(&b, "acme"), a, base, &names, listeners, dns)
+                    }
                     None => {
                         self.err(&at(&b, "certificate"), "certificate = \"acme\" needs a [sites.acme] table with at least `directory`");
                         CertSource::Internal
@@ -170,6 +175,7 @@ impl Validator<'_> {
         base: &Path,
         names: &[String],
         (has_plain, has_tls): (bool, bool),
+        dns: Option<&Arc<Dns>>,
     ) -> CertSource {
         if !a.directory.starts_with("https://") {
             self.err(&at(b, "directory"), "the ACME directory must be an https:// URL, e.g. https://acme-staging-v02.api.letsencrypt.org/directory");
@@ -187,17 +193,32 @@ impl Validator<'_> {
                 }
                 Challenge::TlsAlpn01
             }
+            "dns-01" => match dns {
+                Some(d) => {
+                    for n in names {
+                        let plain = n.strip_prefix("*.").unwrap_or(n);
+                        if plain != d.zone && !plain.ends_with(&format!(".{}", d.zone)) {
+                            self.err(b, format!("{n} is not in the zone {} that [dns] updates: DNS-01 can only prove names of that zone", d.zone));
+                        }
+                    }
+                    Challenge::Dns01(Arc::clone(d))
+                }
+                None => {
+                    self.err(&at(b, "challenge"), "DNS-01 needs a [dns] section naming the server that takes RFC 2136 updates for the zone, and its TSIG key");
+                    Challenge::Http01
+                }
+            },
             other => {
                 self.err(
                     &at(b, "challenge"),
-                    format!("unknown challenge {other:?}: use \"http-01\" or \"tls-alpn-01\""),
+                    format!("unknown challenge {other:?}: use \"http-01\", \"tls-alpn-01\" or \"dns-01\""),
                 );
                 Challenge::Http01
             }
         };
         for n in names {
-            if n.starts_with("*.") {
-                self.err(b, format!("{n}: wildcard names need the DNS-01 challenge, which is not supported: list the names"));
+            if n.starts_with("*.") && !matches!(challenge, Challenge::Dns01(_)) {
+                self.err(b, format!("{n}: wildcard names need the DNS-01 challenge: set challenge = \"dns-01\" and a [dns] section"));
             } else if n == "localhost"
                 || n.ends_with(".localhost")
                 || n.parse::<std::net::IpAddr>().is_ok()
