@@ -22,9 +22,11 @@ fn check(path: &std::path::Path) -> (bool, String, String) {
         .arg("check")
         .arg("--config")
         .arg(path)
-        // The secrets gateway.cluster.toml names; any well-formed value will do.
+        // The secrets gateway.cluster.toml and examples/saas.toml name; any well-formed
+        // value will do.
         .env("STORE_PASSWORD", "check-only")
         .env("STORE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+        .env("DNS_TSIG_SECRET", "Y2hlY2stb25seQ==")
         .output()
         .unwrap();
     (

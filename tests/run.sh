@@ -17,13 +17,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --bins
 
 echo "== gateway check on every config under config/"
-# The secrets gateway.cluster.toml names come from the environment at run time; any
-# well-formed value will do for the check.
-export STORE_PASSWORD=check-only STORE_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+# The secrets gateway.cluster.toml and examples/saas.toml name come from the environment
+# at run time; any well-formed value will do for the check.
+export STORE_PASSWORD=check-only STORE_KEY=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY= DNS_TSIG_SECRET=Y2hlY2stb25seQ==
 find config -name '*.toml' -print0 | sort -z | while IFS= read -r -d '' f; do
   target/debug/gateway check --config "$f"
 done
-unset STORE_PASSWORD STORE_KEY
+unset STORE_PASSWORD STORE_KEY DNS_TSIG_SECRET
 
 echo "== images for the Compose test (base images made here; layer-cached)"
 # Built before the tests start, so the first (long) build does not share the machine

@@ -220,12 +220,21 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
             tracing::info!(event = "listening", address = %l.address, "listening (http)");
         }
     }
-    // Answers TLS-ALPN-01 validations before pingora's handshake (see tls/alpn.rs).
+    // Answers TLS-ALPN-01 validations and waits for on-demand certificates before
+    // pingora's handshake (see tls/hello.rs).
+    let hello_state = Arc::clone(&state);
     proxy
         .endpoints()
-        .set_pre_tls_callback(Arc::new(crate::tls::alpn::AlpnChallengeHook(Arc::clone(
-            &tls.alpn,
-        ))));
+        .set_pre_tls_callback(Arc::new(crate::tls::hello::HelloHook {
+            tls: Arc::clone(&tls),
+            metrics: Arc::clone(&metrics),
+            on_demand: Box::new(move || {
+                let snapshot = hello_state.load();
+                let config = &snapshot.config;
+                let site = config.sites.iter().find_map(|s| s.on_demand.as_ref())?;
+                Some((site.clone(), config.tls.state_dir.clone()))
+            }),
+        }));
     proxy.set_connection_filter(
         Arc::clone(&accepted) as Arc<dyn pingora_core::listeners::ConnectionFilter>
     );

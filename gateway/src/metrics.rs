@@ -47,6 +47,8 @@ pub struct Metrics {
     pub acme_orders: IntCounterVec,
     /// RFC 2136 updates of DNS-01 records, by op (add, remove) and result.
     pub dns_updates: IntCounterVec,
+    /// On-demand TLS decisions for names not in the file, by result.
+    pub on_demand: IntCounterVec,
     /// Connections closed because their request head missed `header_timeout`.
     pub header_timeouts: prometheus::IntCounter,
     /// Connections beyond `max_connections_per_client` (refused, or answered 429).
@@ -220,6 +222,14 @@ impl Metrics {
                     "gateway_dns_updates_total",
                     "RFC 2136 updates of DNS-01 challenge records, by op (add, remove) and result (ok, error).",
                     &["op", "result"],
+                )?,
+            )?,
+            on_demand: reg(
+                &r,
+                counter(
+                    "gateway_tls_on_demand_total",
+                    "On-demand TLS decisions for names not in the config, by result.",
+                    &["result"],
                 )?,
             )?,
             ok_handles: dashmap::DashMap::new(),

@@ -16,6 +16,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("[tls]", "TlsSection"),
     ("[[sites]]", "SiteSection"),
     ("[sites.acme]", "AcmeSection"),
+    ("[sites.on_demand]", "OnDemandSection"),
     ("[pools.NAME]", "PoolSection"),
     ("[pools.NAME.health]", "HealthSection"),
     ("[[routes]]", "RouteSection"),

@@ -14,6 +14,7 @@ mod items;
 mod probe;
 mod request_id;
 mod sample;
+mod tls_allowed;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -38,18 +39,30 @@ struct Inner {
     draining: AtomicBool,
     maintenance_file: Option<PathBuf>,
     items: items::Store,
+    /// Names `/tls/allowed` says yes to (lowercase; `*.suffix` for any subdomain).
+    tls_allowed: Vec<String>,
 }
 
 impl AppState {
-    pub fn new(replica_id: String, maintenance_file: Option<PathBuf>) -> Self {
+    /// `tls_allowed`: the names the on-demand TLS ask endpoint allows.
+    pub fn new(
+        replica_id: String,
+        maintenance_file: Option<PathBuf>,
+        tls_allowed: Vec<String>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 replica_id,
                 draining: AtomicBool::new(false),
                 maintenance_file,
                 items: items::Store::default(),
+                tls_allowed: tls_allowed.iter().map(|n| n.to_ascii_lowercase()).collect(),
             }),
         }
+    }
+
+    fn tls_allowed(&self) -> &[String] {
+        &self.inner.tls_allowed
     }
 
     pub fn replica_id(&self) -> &str {
@@ -89,6 +102,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/ws", get(handlers::ws))
         .route("/api/items", get(items::list).post(items::create))
         .route("/api/items/{id}", get(items::get_one).delete(items::delete))
+        .route("/tls/allowed", get(tls_allowed::ask))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::middleware::from_fn(request_id::stamp))

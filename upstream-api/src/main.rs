@@ -26,6 +26,10 @@ struct Args {
     maintenance_file: Option<std::path::PathBuf>,
     /// `healthcheck` probes http://LISTEN/healthz and exits 0 when it answers 200
     /// (for container HEALTHCHECKs: no curl needed in the image).
+    /// Names `/tls/allowed` (the gateway's on-demand TLS ask endpoint) allows, comma
+    /// separated; `*.example.com` allows every subdomain.
+    #[arg(long, env = "TLS_ALLOWED_DOMAINS", value_delimiter = ',')]
+    tls_allowed_domains: Vec<String>,
     #[arg(value_parser = ["serve", "healthcheck"], default_value = "serve")]
     command: String,
 }
@@ -53,7 +57,13 @@ async fn main() -> std::process::ExitCode {
         .replica_id
         .or_else(|| std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()))
         .unwrap_or_else(|| args.listen.to_string());
-    let state = AppState::new(replica_id, args.maintenance_file);
+    let tls_allowed = args
+        .tls_allowed_domains
+        .into_iter()
+        .map(|d| d.trim().to_owned())
+        .filter(|d| !d.is_empty())
+        .collect();
+    let state = AppState::new(replica_id, args.maintenance_file, tls_allowed);
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

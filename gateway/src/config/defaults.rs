@@ -70,6 +70,17 @@ pub const RETRY_MIN: Duration = Duration::from_secs(60);
 pub const RETRY_MAX: Duration = Duration::from_secs(3600);
 pub const HSTS_MAX_AGE: Duration = Duration::from_secs(365 * 86400);
 
+// [sites.on_demand]
+/// The app answers from memory or one query; a slow ask holds a handshake.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(3);
+/// An ACME order takes a few seconds; browsers wait well beyond this for a handshake.
+pub const HANDSHAKE_WAIT: Duration = Duration::from_secs(30);
+/// Let's Encrypt allows 300 new orders per account per 3 hours; bursts above this are
+/// more likely a scan than customers arriving.
+pub const ORDERS_PER_MINUTE: u32 = 10;
+pub const MAX_NAMES: usize = 1000;
+pub const REFUSAL_TTL: Duration = Duration::from_secs(60);
+
 // [dns]
 pub const DNS_TSIG_ALGORITHM: &str = "hmac-sha256";
 /// Short, so a record left behind by a crash is not cached for long; the CA reads it

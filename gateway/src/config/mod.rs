@@ -308,6 +308,9 @@ pub struct Site {
     /// Lowercase; may include one wildcard form `*.example.com`.
     pub names: Vec<String>,
     pub certificate: CertSource,
+    /// Certificates also for names not listed, ordered at their first handshake when
+    /// the app's ask endpoint allows them (ACME sites only).
+    pub on_demand: Option<OnDemand>,
     /// Status of the HTTP->HTTPS redirect on plain listeners (`None`: no redirect).
     pub redirect: Option<u16>,
     /// The `Strict-Transport-Security` value (`None`: not sent).
@@ -340,6 +343,22 @@ pub enum Challenge {
     Http01,
     TlsAlpn01,
     Dns01(Arc<Dns>),
+}
+
+/// `[sites.on_demand]`: who decides which names get a certificate, and how fast.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDemand {
+    /// `GET <ask>?domain=<name>`: 2xx allows the name, anything else refuses it.
+    pub ask: String,
+    pub ask_timeout: Duration,
+    /// How long a first handshake waits for its certificate before it fails.
+    pub handshake_wait: Duration,
+    /// New names ordered per minute, at most.
+    pub orders_per_minute: u32,
+    /// Names this gateway keeps certificates for on demand, at most.
+    pub max_names: usize,
+    /// How long a refused name is refused without asking again.
+    pub refusal_ttl: Duration,
 }
 
 /// `[dns]`: the zone's primary server, which takes TSIG-signed RFC 2136 updates.

@@ -252,6 +252,7 @@ pub struct SiteSection {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub acme: Option<AcmeSection>,
+    pub on_demand: Option<OnDemandSection>,
     pub redirect: Option<RedirectKind>,
     pub hsts: Option<bool>,
     pub hsts_max_age: Option<Dur>,
@@ -285,6 +286,17 @@ pub struct AcmeSection {
     pub ca_root: Option<String>,
     pub renew_before: Option<Dur>,
     pub challenge: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnDemandSection {
+    pub ask: String,
+    pub ask_timeout: Option<Dur>,
+    pub handshake_wait: Option<Dur>,
+    pub orders_per_minute: Option<u32>,
+    pub max_names: Option<usize>,
+    pub refusal_ttl: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

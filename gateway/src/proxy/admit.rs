@@ -16,19 +16,19 @@ use crate::metrics::Metrics;
 use crate::policy::access;
 use crate::store::Store;
 use crate::tls::sites::ACME_CHALLENGE_PREFIX;
-use crate::tls::store::Challenges;
+use crate::tls::TlsState;
 use crate::{headers, routing};
 
 /// Runs every admission check; returns true when the request was answered.
 pub async fn admit(
     session: &mut Session,
     ctx: &mut Ctx,
-    challenges: &Challenges,
+    tls: &TlsState,
     store: Option<&Store>,
     metrics: &Metrics,
     shutting_down: bool,
 ) -> Result<bool> {
-    let outcome = match check(session, ctx, challenges, shutting_down) {
+    let outcome = match check(session, ctx, tls, shutting_down) {
         Ok(Admission::Limits) => limit::check(session.req_header(), ctx, store, metrics)
             .await
             .map(|()| Admission::Limits),
@@ -76,17 +76,24 @@ enum Admission {
 fn check(
     session: &Session,
     ctx: &mut Ctx,
-    challenges: &Challenges,
+    tls: &TlsState,
     shutting_down: bool,
 ) -> Result<Admission, GatewayError> {
     let req = session.req_header();
     let host = headers::request_host(&req.headers, &req.uri);
     let path = req.uri.path();
-    ctx.site = ctx.snapshot.sites.find(host);
+    ctx.site = ctx.snapshot.sites.find(host).or_else(|| {
+        // A name issued on demand belongs to the site that issues them (its redirect
+        // and HSTS), once it has its certificate.
+        let issuer = ctx.snapshot.sites.on_demand?;
+        tls.store
+            .get(&headers::ascii_lowercase(host))
+            .map(|_| issuer)
+    });
     if !ctx.tls {
         if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX) {
             return Ok(Admission::Challenge(
-                challenges.get(token).map(|a| a.clone()),
+                tls.challenges.get(token).map(|a| a.clone()),
                 token.to_owned(),
             ));
         }

@@ -179,7 +179,7 @@ impl ProxyHttp for Gateway {
         let answered = admit::admit(
             session,
             ctx,
-            &self.tls.challenges,
+            &self.tls,
             self.store.as_deref(),
             &self.metrics,
             self.lifecycle.is_shutting_down(),

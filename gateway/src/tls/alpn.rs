@@ -3,21 +3,18 @@
 //!
 //! Pingora's rustls listener offers `h2` and `http/1.1` only (its ALPN setting holds one
 //! custom protocol at most), so a validation handshake never reaches our resolver with
-//! `acme-tls/1` selectable. Pingora does run a pre-TLS hook on the raw TCP stream, though:
-//! while an order waits for validation, the hook reads the ClientHello; a hello that
-//! offers only `acme-tls/1` for a name we are validating is finished here with the
+//! `acme-tls/1` selectable. Pingora does run a pre-TLS hook on the raw TCP stream, though
+//! (`hello.rs`): while an order waits for validation, it reads the ClientHello; a hello
+//! that offers only `acme-tls/1` for a name we are validating is finished here with the
 //! challenge certificate and closed, and every other connection gets its bytes back
-//! untouched for pingora's own handshake. With no order pending the hook costs one atomic
-//! load per connection.
+//! untouched for pingora's own handshake.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use dashmap::DashMap;
-use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::{Error, ErrorType};
 use rcgen::{CertificateParams, CustomExtension, KeyPair};
@@ -31,7 +28,7 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 
 /// How long a client may take to send its ClientHello while an order is pending; the
 /// listener's own handshake timeout still bounds the rest.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest ClientHello we read before giving the bytes back (rustls refuses larger).
 const HELLO_LIMIT: usize = 64 * 1024;
@@ -66,7 +63,7 @@ impl AlpnChallenges {
         }
     }
 
-    fn is_idle(&self) -> bool {
+    pub(super) fn is_idle(&self) -> bool {
         self.pending.load(Ordering::Acquire) == 0
     }
 
@@ -109,57 +106,46 @@ impl ResolvesServerCert for Always {
     }
 }
 
-/// The pre-TLS hook installed on every HTTPS listener.
-pub struct AlpnChallengeHook(pub Arc<AlpnChallenges>);
-
-enum Hello {
-    /// Not a validation handshake for us: these bytes go back to the stream.
-    Pass(Vec<u8>),
+/// What the ClientHello asked for.
+pub(super) enum Hello {
+    /// Not a validation handshake for us: these bytes go back to the stream; the SNI
+    /// (lowercase), if the client sent one.
+    Pass(Vec<u8>, Option<String>),
     /// A CA validating `name`.
     Challenge(Box<ServerConnection>, String),
 }
 
-#[async_trait]
-impl PreTlsProcess for AlpnChallengeHook {
-    async fn process(&self, stream: &mut L4Stream) -> pingora_core::Result<()> {
-        if self.0.is_idle() {
-            return Ok(());
+/// Answers a CA's validation handshake with the challenge certificate, then ends the
+/// connection (it carries no HTTP): the error pingora gets to drop it.
+pub(super) async fn answer(
+    mut conn: Box<ServerConnection>,
+    name: String,
+    stream: &mut L4Stream,
+) -> Box<Error> {
+    let answered = tokio::time::timeout(HELLO_TIMEOUT, finish(&mut conn, stream)).await;
+    match answered {
+        Ok(Ok(())) => {
+            tracing::info!(event = "acme_tls_alpn_answered", name = %name, "answered a TLS-ALPN-01 validation")
         }
-        let hello = tokio::time::timeout(HELLO_TIMEOUT, read_hello(&self.0, stream))
-            .await
-            .map_err(|_| drop_connection("no ClientHello in time"))?
-            .map_err(|e| drop_connection(&e.to_string()))?;
-        match hello {
-            Hello::Pass(seen) => {
-                stream.rewind(&seen);
-                Ok(())
-            }
-            Hello::Challenge(mut conn, name) => {
-                let answered = tokio::time::timeout(HELLO_TIMEOUT, finish(&mut conn, stream)).await;
-                match answered {
-                    Ok(Ok(())) => {
-                        tracing::info!(event = "acme_tls_alpn_answered", name = %name, "answered a TLS-ALPN-01 validation")
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(event = "acme_tls_alpn_failed", name = %name, error = %e, "a TLS-ALPN-01 validation handshake failed")
-                    }
-                    Err(_) => {
-                        tracing::warn!(event = "acme_tls_alpn_failed", name = %name, error = "timeout", "a TLS-ALPN-01 validation handshake failed")
-                    }
-                }
-                // The validation connection carries no HTTP: end it here.
-                Err(drop_connection("TLS-ALPN-01 validation answered"))
-            }
+        Ok(Err(e)) => {
+            tracing::warn!(event = "acme_tls_alpn_failed", name = %name, error = %e, "a TLS-ALPN-01 validation handshake failed")
+        }
+        Err(_) => {
+            tracing::warn!(event = "acme_tls_alpn_failed", name = %name, error = "timeout", "a TLS-ALPN-01 validation handshake failed")
         }
     }
+    drop_connection("TLS-ALPN-01 validation answered")
 }
 
-fn drop_connection(why: &str) -> Box<Error> {
+pub(super) fn drop_connection(why: &str) -> Box<Error> {
     Error::explain(ErrorType::HandshakeError, why.to_owned())
 }
 
 /// Reads until rustls has the whole ClientHello, keeping every byte read.
-async fn read_hello(challenges: &AlpnChallenges, stream: &mut L4Stream) -> io::Result<Hello> {
+pub(super) async fn read_hello(
+    challenges: &AlpnChallenges,
+    stream: &mut L4Stream,
+) -> io::Result<Hello> {
     let mut acceptor = Acceptor::default();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -177,7 +163,7 @@ async fn read_hello(challenges: &AlpnChallenges, stream: &mut L4Stream) -> io::R
             Ok(Some(accepted)) => accepted,
             Ok(None) if seen.len() < HELLO_LIMIT => continue,
             // Too long or not TLS: pingora's handshake answers it as it would anyway.
-            Ok(None) | Err(_) => return Ok(Hello::Pass(seen)),
+            Ok(None) | Err(_) => return Ok(Hello::Pass(seen, None)),
         };
         let hello = accepted.client_hello();
         // RFC 8737: the CA offers `acme-tls/1` and nothing else.
@@ -198,7 +184,10 @@ async fn read_hello(challenges: &AlpnChallenges, stream: &mut L4Stream) -> io::R
             },
             // A client that is not validating, or a name we are not validating (RFC 8737
             // lets the CA see a normal handshake failure then): the usual path.
-            None => Ok(Hello::Pass(seen)),
+            None => {
+                let sni = hello.server_name().map(str::to_ascii_lowercase);
+                Ok(Hello::Pass(seen, sni))
+            }
         };
     }
 }

@@ -63,16 +63,26 @@ pub fn install(tls: &TlsState, metrics: &Metrics, entry: Entry, default: bool) {
         "certificate in service"
     );
     tls.store.install(entry, default);
+    // Handshakes waiting for an on-demand name look again.
+    tls.on_demand.settled.notify_waiters();
 }
 
 /// Installs what needs no network: files, internal certificates, and ACME certificates
 /// persisted by an earlier run (served at once, without contacting the CA). Returns
 /// problems, each naming its site.
 pub fn install_local(config: &Config, tls: &TlsState, metrics: &Metrics) -> Vec<String> {
+    // On-demand names stay in service across reloads, as long as a site issues on demand.
+    let on_demand = config.sites.iter().any(|s| s.on_demand.is_some());
     let claimed: Vec<String> = config
         .sites
         .iter()
         .flat_map(|s| s.names.iter().cloned())
+        .chain(
+            on_demand
+                .then(|| tls.on_demand.admitted())
+                .into_iter()
+                .flatten(),
+        )
         .collect();
     tls.store.set_claimed(&claimed);
     let mut problems = Vec::new();
@@ -187,7 +197,7 @@ impl BackgroundService for CertManager {
                 last_sync = Some(Instant::now());
                 shared::sync_all(store, &self.tls, &self.metrics, &config).await;
             }
-            for (i, site) in config.sites.iter().enumerate() {
+            for (i, site, on_demand) in with_on_demand(&config, &self.tls) {
                 let CertSource::Acme(acme_cfg) = &site.certificate else {
                     continue;
                 };
@@ -199,7 +209,7 @@ impl BackgroundService for CertManager {
                     let r = run.lock().unwrap_or_else(|p| p.into_inner());
                     if Instant::now() < r.next_attempt
                         || r.busy.load(Ordering::Acquire)
-                        || !due(&self.tls, site, acme_cfg.renew_before)
+                        || !due(&self.tls, &site, acme_cfg.renew_before)
                     {
                         continue;
                     }
@@ -215,6 +225,7 @@ impl BackgroundService for CertManager {
                         site: site.clone(),
                         tls_cfg: config.tls.clone(),
                         default: i == 0,
+                        on_demand,
                         run,
                     }
                     .go(),
@@ -228,6 +239,7 @@ impl BackgroundService for CertManager {
             };
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.tls.on_demand.wake.notified() => {}
                 Some(e) = event => {
                     if let Some(store) = &self.store {
                         shared::apply(e, store, &self.tls, &self.metrics, &config).await;
@@ -237,6 +249,32 @@ impl BackgroundService for CertManager {
             }
         }
     }
+}
+
+/// Every site of the file (by index), then a site of one name for each name admitted
+/// on demand, with the ACME settings of the site that issues on demand (index
+/// `usize::MAX`: never the default certificate) and its policy, so renewals ask again.
+fn with_on_demand(
+    config: &Config,
+    tls: &TlsState,
+) -> Vec<(usize, Site, Option<crate::config::OnDemand>)> {
+    let mut all: Vec<_> = config
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (i, s.clone(), None))
+        .collect();
+    if let Some(issuer) = config.sites.iter().find(|s| s.on_demand.is_some()) {
+        for name in tls.on_demand.admitted() {
+            let site = Site {
+                names: vec![name],
+                on_demand: None,
+                ..issuer.clone()
+            };
+            all.push((usize::MAX, site, issuer.on_demand.clone()));
+        }
+    }
+    all
 }
 
 /// The local CA, created once and shared.

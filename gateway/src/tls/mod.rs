@@ -1,13 +1,16 @@
 //! TLS: the SNI certificate store the HTTPS listeners resolve from (`store`), where
 //! certificates come from (`internal`: a local CA; `acme`: RFC 8555 orders; files), and
 //! the background service that keeps them current (`manager`), the TLS-ALPN-01
-//! answers (`alpn`) and the DNS-01 records (`dns01`).
+//! answers (`alpn`), the DNS-01 records (`dns01`) and certificates for names not in the
+//! file, issued at their first handshake (`on_demand`).
 
 pub mod acme;
 pub mod alpn;
 pub mod dns01;
+pub mod hello;
 pub mod internal;
 pub mod manager;
+pub mod on_demand;
 pub mod renew;
 pub mod shared;
 pub mod sites;
@@ -27,6 +30,8 @@ pub struct TlsState {
     pub challenges: Challenges,
     /// TLS-ALPN-01 certificates, answered by the HTTPS listeners' pre-TLS hook.
     pub alpn: Arc<alpn::AlpnChallenges>,
+    /// Names not in the file, issued on demand (`on_demand.rs`).
+    pub on_demand: on_demand::OnDemandState,
     /// The ACME orders of each site (by its first name), for the status page.
     pub orders: dashmap::DashMap<String, renew::OrderStatus>,
     local_ca: Mutex<Option<Arc<LocalCa>>>,

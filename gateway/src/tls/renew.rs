@@ -69,6 +69,9 @@ pub struct Attempt {
     pub tls_cfg: Tls,
     /// The site's certificate is the default one (the first site).
     pub default: bool,
+    /// For a name issued on demand: the policy, whose ask endpoint is asked again
+    /// before a renewal.
+    pub on_demand: Option<crate::config::OnDemand>,
     pub run: Arc<Mutex<Run>>,
 }
 
@@ -115,10 +118,20 @@ impl Attempt {
         }
         drop(status);
         r.busy.store(false, Ordering::Release);
+        drop(r);
+        self.tls.on_demand.settled.notify_waiters();
     }
 
     async fn attempt(&self) -> Result<Done, String> {
         let primary = &self.site.names[0];
+        if let (Some(policy), Some(_)) = (&self.on_demand, self.tls.store.get(primary)) {
+            // A renewal: only while the app still wants the name.
+            if !self.tls.on_demand.still_allowed(policy, primary).await? {
+                self.tls.on_demand.forget(primary, policy.refusal_ttl);
+                tracing::info!(event = "on_demand_dropped", name = %primary, "the ask endpoint no longer allows this name: not renewed");
+                return Ok(Done::Later);
+            }
+        }
         let lock = match &self.store {
             None => None,
             Some(store) => {

@@ -18,6 +18,8 @@ pub struct SiteTable {
     hsts: Vec<Option<HeaderValue>>,
     /// The port of the first HTTPS listener, for redirect targets (omitted when 443).
     pub https_port: Option<u16>,
+    /// The site that issues certificates on demand: names it issued belong to it.
+    pub on_demand: Option<usize>,
 }
 
 impl SiteTable {
@@ -28,6 +30,7 @@ impl SiteTable {
                 .iter()
                 .find(|l| l.tls)
                 .map(|l| l.address.port()),
+            on_demand: config.sites.iter().position(|s| s.on_demand.is_some()),
             ..Default::default()
         };
         for (i, s) in config.sites.iter().enumerate() {

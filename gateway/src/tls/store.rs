@@ -78,6 +78,17 @@ impl CertStore {
         lookup(&t, name).cloned()
     }
 
+    /// Whether `name` (lowercase) is the file's business: a certificate is served for
+    /// it, or a configured site claims it (its certificate may still be on its way).
+    pub fn covers(&self, name: &str) -> bool {
+        let t = self.table.load();
+        lookup(&t, name).is_some()
+            || t.claimed.contains(name)
+            || name
+                .split_once('.')
+                .is_some_and(|(_, p)| t.claimed.contains(&format!("*.{p}")))
+    }
+
     /// Every installed entry, once each.
     pub fn entries(&self) -> Vec<Arc<Entry>> {
         let t = self.table.load();

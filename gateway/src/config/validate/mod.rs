@@ -7,6 +7,7 @@
 mod compress;
 mod cors;
 mod dns;
+mod on_demand;
 mod policy;
 mod pools;
 mod routes;

@@ -58,6 +58,7 @@ impl Validator<'_> {
         }
         let mut seen: Vec<String> = Vec::new();
         let mut out = Vec::new();
+        let mut on_demand_seen = false;
         for (i, s) in sites.into_iter().enumerate() {
             let b = vec![key("sites"), Seg::Index(i)];
             let mut names = Vec::new();
@@ -158,9 +159,11 @@ impl Validator<'_> {
                 }
                 v
             });
+            let on_demand = self.on_demand(&b, s.on_demand, &certificate, &mut on_demand_seen);
             out.push(Site {
                 names,
                 certificate,
+                on_demand,
                 redirect,
                 hsts,
             });

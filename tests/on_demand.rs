@@ -1,0 +1,308 @@
+//! On-demand TLS: certificates for names the config does not list, ordered from Pebble
+//! at the first handshake for a name when the app's ask endpoint (upstream-api's
+//! `/tls/allowed`, asked `?domain=NAME` as Caddy asks) allows it. A refused name fails
+//! its handshake at once and is not asked about again for a while; a burst of
+//! handshakes for one new name makes one ask and one order; an ask endpoint that hangs
+//! or is down fails only that name, within its bound.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use e2e::pebble::Pebble;
+use e2e::pki::{https_client, served_serial};
+use e2e::*;
+
+/// The product's own name, in the file.
+const APP: &str = "app.product.test";
+const SHOP: &str = "shop.customer.test";
+const BURST: &str = "burst.customer.test";
+const SECOND: &str = "second.customer.test";
+const EVIL: &str = "evil.other.test";
+
+fn app_replica() -> Replica {
+    let allowed = format!("{SHOP},{BURST},{SECOND}");
+    Replica::start_on("r1", free_port(), &["--tls-allowed-domains", &allowed])
+}
+
+fn config(pebble: &Pebble, state: &std::path::Path, r: &Replica, on_demand: &str) -> String {
+    TestConfig::plain_and_tls(state)
+        .acme_retry("1s", "2s")
+        .acme_site(&[APP], pebble, "")
+        .with(&format!("[sites.on_demand]\n{on_demand}"))
+        .pool("api", &[r])
+        .route("/api", "api", "")
+        .build()
+}
+
+fn ask_at(r: &Replica) -> String {
+    format!("ask = \"http://{}/tls/allowed\"\n", r.addr)
+}
+
+/// How often the app was asked about `name`.
+fn asks(r: &Replica, name: &str) -> usize {
+    r.log_text()
+        .lines()
+        .filter(|l| l.contains("\"tls_ask\"") && l.contains(&format!("\"domain\":\"{name}\"")))
+        .count()
+}
+
+/// One request over a fresh TLS connection for `name`: its status, or the error.
+async fn get(root: &str, name: &str, gw: &Gateway) -> Result<u16, String> {
+    https_client(root, name, gw.tls)
+        .get(format!("https://{name}:{}/api/whoami", gw.tls.port()))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| format!("{e:?}"))
+}
+
+async fn decisions(gw: &Gateway, result: &str) -> f64 {
+    sample(
+        &scrape(gw).await,
+        "gateway_tls_on_demand_total",
+        &[("result", result)],
+    )
+}
+
+async fn reload(gw: &Gateway) -> bool {
+    client()
+        .post(gw.admin_url("/reload"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn pebble_orders(pebble: &Pebble) -> usize {
+    std::fs::read_to_string(&pebble.log)
+        .unwrap()
+        .matches("POST /order-plz")
+        .count()
+}
+
+async fn started(pebble: &Pebble, gw: &Gateway, root: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get(root, APP, gw).await != Ok(200) {
+        assert!(Instant::now() < deadline, "{}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pebble_orders(pebble).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fails_fast() {
+    let ports = Ports::fresh();
+    let pebble = Pebble::start(
+        ports.listen.port(),
+        None,
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    );
+    let r = app_replica();
+    let state = tempfile::tempdir().unwrap();
+    let policy = format!("{}orders_per_minute = 1\n", ask_at(&r));
+    let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &policy), ports);
+    let root = pebble.root_pem().await;
+    started(&pebble, &gw, &root).await;
+
+    // The first handshake for an allowed name waits for its order, then is served
+    // with a certificate for exactly that name from the CA.
+    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    let serial = served_serial(gw.tls, SHOP).unwrap();
+    assert_ne!(Some(serial.clone()), served_serial(gw.tls, APP));
+    assert_eq!(asks(&r, SHOP), 1);
+    assert_eq!(pebble_orders(&pebble).await, 2);
+    // And it is a site now: plain HTTP redirects to it.
+    let redirect = raw_request(
+        gw.addr,
+        format!("GET /x HTTP/1.1\r\nHost: {SHOP}\r\nConnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    );
+    assert!(redirect.starts_with("HTTP/1.1 308"), "{redirect}");
+
+    // A name the app refuses: the handshake fails at once, and the refusal is kept.
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(get(&root, EVIL, &gw).await.is_err());
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    assert_eq!(asks(&r, EVIL), 1, "one ask, then the refusal is remembered");
+    assert_eq!(decisions(&gw, "refused").await, 1.0);
+    assert_eq!(decisions(&gw, "refused_cached").await, 2.0);
+    assert_eq!(decisions(&gw, "allowed").await, 1.0);
+
+    // Allowed too, but over orders_per_minute = 1: refused at once, no order.
+    let t = Instant::now();
+    assert!(get(&root, SECOND, &gw).await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(decisions(&gw, "rate_limited").await, 1.0);
+    assert_eq!(pebble_orders(&pebble).await, 2);
+    assert!(gw.log_text().contains("\"event\":\"on_demand_limited\""));
+    // Other names never noticed.
+    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+    drop(gw);
+
+    // Kept: a restart serves the same certificate at the first handshake, with
+    // neither an ask nor an order.
+    let gw = Gateway::start(&config(&pebble, state.path(), &r, &policy));
+    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    assert_eq!(served_serial(gw.tls, SHOP), Some(serial));
+    assert_eq!(asks(&r, SHOP), 1);
+    assert_eq!(decisions(&gw, "restored").await, 1.0);
+    assert_eq!(pebble_orders(&pebble).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fifty_handshakes_for_one_new_name_make_one_ask_and_one_order() {
+    let ports = Ports::fresh();
+    let pebble = Pebble::start(
+        ports.listen.port(),
+        None,
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    );
+    let r = app_replica();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &ask_at(&r)), ports);
+    let root = pebble.root_pem().await;
+    started(&pebble, &gw, &root).await;
+
+    let burst: Vec<_> = (0..50)
+        .map(|_| {
+            let (root, tls) = (root.clone(), gw.tls);
+            tokio::spawn(async move {
+                https_client(&root, BURST, tls)
+                    .get(format!("https://{BURST}:{}/api/whoami", tls.port()))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| format!("{e:?}"))
+            })
+        })
+        .collect();
+    for b in burst {
+        assert_eq!(b.await.unwrap(), Ok(200), "{}", gw.log_text());
+    }
+    assert_eq!(asks(&r, BURST), 1, "one ask for fifty handshakes");
+    assert_eq!(pebble_orders(&pebble).await, 2, "one order for the name");
+    let orders = sample(
+        &scrape(&gw).await,
+        "gateway_acme_orders_total",
+        &[("result", "ok")],
+    );
+    assert_eq!(orders, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_bound() {
+    let ports = Ports::fresh();
+    let pebble = Pebble::start(
+        ports.listen.port(),
+        None,
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    );
+    let r = app_replica();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let policy = format!(
+        "ask = \"http://{}/tls/allowed\"\nask_timeout = \"1s\"\n",
+        silent.local_addr().unwrap()
+    );
+    let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &policy), ports);
+    let root = pebble.root_pem().await;
+    started(&pebble, &gw, &root).await;
+
+    // The ask hangs: this handshake fails after ask_timeout, while the product's own
+    // name is served meanwhile without waiting.
+    let pending = {
+        let (root, tls) = (root.clone(), gw.tls);
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = https_client(&root, SHOP, tls)
+                .get(format!("https://{SHOP}:{}/api/whoami", tls.port()))
+                .send()
+                .await;
+            (r.is_err(), t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        t.elapsed()
+    );
+    let (failed, took) = pending.await.unwrap();
+    assert!(failed);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    assert_eq!(decisions(&gw, "ask_error").await, 1.0);
+    let log = gw.log_text();
+    assert!(log.contains("\"event\":\"on_demand_ask_failed\""), "{log}");
+    assert!(log.contains("no answer within 1s"), "{log}");
+    drop(silent);
+
+    // The endpoint is down: the handshake fails at once; not remembered as a refusal,
+    // so the name works as soon as the app is back.
+    let down = format!("ask = \"http://127.0.0.1:{}/tls/allowed\"\n", dead_port());
+    gw.write_config(&config(&pebble, state.path(), &r, &down));
+    assert!(reload(&gw).await, "{}", gw.log_text());
+    let t = Instant::now();
+    assert!(get(&root, SHOP, &gw).await.is_err());
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    assert_eq!(decisions(&gw, "ask_error").await, 2.0);
+    gw.write_config(&config(&pebble, state.path(), &r, &ask_at(&r)));
+    assert!(reload(&gw).await);
+    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+}
+
+#[test]
+fn check_names_on_demand_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("g.toml");
+    let head = "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8443\"\ntls = true\n[pools.p]\nreplicas = [\"x:1\"]\n[[routes]]\npool = \"p\"\n";
+    let acme = "certificate = \"acme\"\n[sites.acme]\ndirectory = \"https://acme.example/dir\"\n";
+    let run = |text: &str| {
+        std::fs::write(&f, text).unwrap();
+        let out = Command::new(bin("gateway"))
+            .args(["check", "--config"])
+            .arg(&f)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&format!(
+        "{head}[[sites]]\nnames = [\"a.example\"]\ncertificate = \"internal\"\n[sites.on_demand]\nask = \"http://api:8000/tls/allowed\"\n"
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("sites[0].on_demand: on-demand certificates come from ACME"),
+        "{err}"
+    );
+    let (ok, err) = run(&format!(
+        "{head}[[sites]]\nnames = [\"a.example\"]\n{acme}[sites.on_demand]\nask = \"api:8000/tls\"\norders_per_minute = 0\n\
+         [[sites]]\nnames = [\"b.example\"]\n{acme}[sites.on_demand]\nask = \"http://api:8000/tls/allowed\"\n"
+    ));
+    assert!(!ok);
+    assert!(
+        err.contains("sites[0].on_demand.ask: invalid ask URL \"api:8000/tls\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("sites[0].on_demand.orders_per_minute: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("sites[1].on_demand: only one site may issue on demand"),
+        "{err}"
+    );
+    let (ok, err) = run(&format!(
+        "{head}[[sites]]\nnames = [\"a.example\"]\n{acme}[sites.on_demand]\nask = \"http://api:8000/tls/allowed\"\n"
+    ));
+    assert!(ok, "{err}");
+}
