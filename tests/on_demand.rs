@@ -258,6 +258,47 @@ async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_b
     assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
 }
 
+/// Short-lived certificates: an on-demand name is renewed like any other while the app
+/// allows it; once the app stops allowing it, its renewal asks, and it is neither
+/// renewed nor served any more, nor kept for a restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn on_demand_names_are_renewed_while_the_app_allows_them() {
+    let ports = Ports::fresh();
+    let pebble = Pebble::start(
+        ports.listen.port(),
+        Some(15),
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    );
+    let mut r = app_replica();
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &ask_at(&r)), ports);
+    let root = pebble.root_pem().await;
+    started(&pebble, &gw, &root).await;
+    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    let first = served_serial(gw.tls, SHOP).unwrap();
+
+    // Renewed a third of its 15 s life before expiry, asking the app first.
+    let renewed = wait_until(Duration::from_secs(20), || {
+        served_serial(gw.tls, SHOP).is_some_and(|s| s != first)
+    });
+    assert!(renewed, "{}", gw.log_text());
+    assert_eq!(asks(&r, SHOP), 2, "asked at issuance and before the renewal");
+
+    // The customer leaves: the app (same address) no longer lists the name.
+    let addr = r.addr;
+    r.kill9();
+    drop(r);
+    let r = Replica::start_on("r1", addr.port(), &["--tls-allowed-domains", BURST]);
+    let dropped = wait_until(Duration::from_secs(20), || {
+        gw.log_text().contains("\"event\":\"on_demand_dropped\"")
+    });
+    assert!(dropped, "{}", gw.log_text());
+    assert_eq!(asks(&r, SHOP), 1, "the renewal asked");
+    assert!(get(&root, SHOP, &gw).await.is_err(), "no longer served");
+    assert!(!state.path().join(format!("acme/{SHOP}")).exists(), "not kept");
+    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+}
+
 #[test]
 fn check_names_on_demand_mistakes() {
     let dir = tempfile::tempdir().unwrap();

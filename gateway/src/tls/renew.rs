@@ -127,8 +127,18 @@ impl Attempt {
         if let (Some(policy), Some(_)) = (&self.on_demand, self.tls.store.get(primary)) {
             // A renewal: only while the app still wants the name.
             if !self.tls.on_demand.still_allowed(policy, primary).await? {
+                // Not served, not kept: a restart must not bring it back unasked.
                 self.tls.on_demand.forget(primary, policy.refusal_ttl);
-                tracing::info!(event = "on_demand_dropped", name = %primary, "the ask endpoint no longer allows this name: not renewed");
+                self.tls.store.remove(primary);
+                let _ = self
+                    .metrics
+                    .tls_cert_expiry
+                    .remove_label_values(&[primary, "acme"]);
+                let (cert, _) = acme::cert_paths(&self.tls_cfg.state_dir, primary);
+                if let Some(dir) = cert.parent() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
+                tracing::info!(event = "on_demand_dropped", name = %primary, "the ask endpoint no longer allows this name: no longer served or renewed");
                 return Ok(Done::Later);
             }
         }

@@ -72,6 +72,18 @@ impl CertStore {
         });
     }
 
+    /// Stops serving `name` (exactly that name; a name issued on demand that the app
+    /// no longer allows).
+    pub fn remove(&self, name: &str) {
+        self.update(|t| {
+            if let Some(e) = t.exact.remove(name) {
+                if t.default.as_ref().is_some_and(|d| Arc::ptr_eq(d, &e)) {
+                    t.default = None;
+                }
+            }
+        });
+    }
+
     /// The entry currently served for `name` (exact, then wildcard).
     pub fn get(&self, name: &str) -> Option<Arc<Entry>> {
         let t = self.table.load();
