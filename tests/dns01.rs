@@ -21,13 +21,15 @@ const RECORD: &str = "_acme-challenge.wild.test";
 const GOOD: &str = "E2E_TSIG_SECRET";
 const WRONG: &str = "E2E_TSIG_WRONG";
 
-/// Pebble, started to resolve every name (and read TXT records) through `bind`, and
-/// accepting every nonce so order counts are exact.
+/// Pebble, started to resolve every name (and read TXT records) through `bind`,
+/// accepting every nonce so order counts are exact, and validating every order afresh
+/// (by default it reuses half of the valid authorizations, so an order could succeed
+/// without touching DNS at all).
 fn pebble_on(bind: &Bind, ports: &Ports, validity: Option<u64>) -> Pebble {
     let mut p = Pebble::start(
         ports.listen.port(),
         validity,
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+        &[("PEBBLE_WFE_NONCEREJECT", "0"), ("PEBBLE_AUTHZREUSE", "0")],
     );
     p.resolve_with(bind.addr);
     p
@@ -251,6 +253,35 @@ async fn a_silent_server_or_a_record_that_never_shows_is_a_bounded_named_failure
     // No order reached the CA's validation: it was never told.
     let pebble_log = std::fs::read_to_string(&pebble.log).unwrap();
     assert!(!pebble_log.contains("POST /chalZ"), "{pebble_log}");
+    drop(gw);
+
+    // A zone the server does not hold: its refusal is named, and nothing is added.
+    let ports = Ports::fresh();
+    let pebble = pebble_on(&bind, &ports, None);
+    let state = tempfile::tempdir().unwrap();
+    let dns = bind
+        .dns_section(GOOD)
+        .replace(&format!("zone = \"{ZONE}\""), "zone = \"elsewhere.test\"");
+    let cfg = TestConfig::plain_and_tls(state.path())
+        .acme_retry("1s", "2s")
+        .acme_site(&["*.elsewhere.test"], &pebble, "challenge = \"dns-01\"")
+        .internal_site(&["other.test"], "")
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .with(&dns)
+        .build();
+    let gw = Gateway::start_at(&cfg, ports);
+    let failed = wait_until(Duration::from_secs(15), || {
+        gw.log_text().contains("\"event\":\"acme_order_failed\"")
+    });
+    assert!(failed, "{}", gw.log_text());
+    let log = gw.log_text();
+    assert!(
+        log.contains("the server is not authoritative for elsewhere.test"),
+        "{log}"
+    );
+    assert!(dns_updates(&gw, "add", "error").await >= 1.0);
+    assert!(served_serial(gw.tls, "other.test").is_some());
 }
 
 #[test]

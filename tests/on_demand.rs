@@ -282,7 +282,11 @@ async fn on_demand_names_are_renewed_while_the_app_allows_them() {
         served_serial(gw.tls, SHOP).is_some_and(|s| s != first)
     });
     assert!(renewed, "{}", gw.log_text());
-    assert_eq!(asks(&r, SHOP), 2, "asked at issuance and before the renewal");
+    assert_eq!(
+        asks(&r, SHOP),
+        2,
+        "asked at issuance and before the renewal"
+    );
 
     // The customer leaves: the app (same address) no longer lists the name.
     let addr = r.addr;
@@ -295,7 +299,10 @@ async fn on_demand_names_are_renewed_while_the_app_allows_them() {
     assert!(dropped, "{}", gw.log_text());
     assert_eq!(asks(&r, SHOP), 1, "the renewal asked");
     assert!(get(&root, SHOP, &gw).await.is_err(), "no longer served");
-    assert!(!state.path().join(format!("acme/{SHOP}")).exists(), "not kept");
+    assert!(
+        !state.path().join(format!("acme/{SHOP}")).exists(),
+        "not kept"
+    );
     assert_eq!(get(&root, APP, &gw).await, Ok(200));
 }
 
