@@ -306,6 +306,47 @@ async fn on_demand_names_are_renewed_while_the_app_allows_them() {
     assert_eq!(get(&root, APP, &gw).await, Ok(200));
 }
 
+/// Two gateways sharing a store: the first issues a customer's name on demand; the
+/// second, at its first handshake for the name, asks the app too but takes the
+/// certificate from the store instead of ordering it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn gateways_sharing_a_store_order_an_on_demand_name_once() {
+    std::env::set_var(
+        "E2E_ON_DEMAND_STORE_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    );
+    let redis = e2e::redis::Redis::start();
+    let store = format!(
+        "[store]\nredis = \"{}\"\nencryption_key_env = \"E2E_ON_DEMAND_STORE_KEY\"\n",
+        redis.url()
+    );
+    let ports = Ports::fresh();
+    let pebble = Pebble::start(
+        ports.listen.port(),
+        None,
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    );
+    let r = app_replica();
+    let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_store =
+        |state: &std::path::Path| format!("{}{store}", config(&pebble, state, &r, &ask_at(&r)));
+    let a = Gateway::start_at(&with_store(sa.path()), ports);
+    let root = pebble.root_pem().await;
+    started(&pebble, &a, &root).await;
+    assert_eq!(get(&root, SHOP, &a).await, Ok(200), "{}", a.log_text());
+    let serial = served_serial(a.tls, SHOP).unwrap();
+
+    let b = Gateway::start(&with_store(sb.path()));
+    assert_eq!(get(&root, SHOP, &b).await, Ok(200), "{}", b.log_text());
+    assert_eq!(served_serial(b.tls, SHOP), Some(serial));
+    assert_eq!(asks(&r, SHOP), 2, "each gateway asked once");
+    assert_eq!(
+        pebble_orders(&pebble).await,
+        2,
+        "the product's name and SHOP, once each"
+    );
+}
+
 #[test]
 fn check_names_on_demand_mistakes() {
     let dir = tempfile::tempdir().unwrap();
