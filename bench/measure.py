@@ -197,10 +197,13 @@ def spawn_apis(run, ports):
     return apis
 
 
-def gateway_config(run, policy, ups=UPSTREAMS, health=False, scope=None, store_port=None, compress=False):
+def gateway_config(run, policy, ups=UPSTREAMS, health=False, scope=None, store_port=None, compress=False,
+                   on_demand=False):
     """`scope`: a per-address limit that never refuses, counted "local" or in the
     "cluster" store (redis on `store_port`), without the rest of the policy scenario.
-    `compress`: the route compresses (zstd, br, gzip; gzip at GZIP_LEVEL)."""
+    `compress`: the route compresses (zstd, br, gzip; gzip at GZIP_LEVEL).
+    `on_demand`: a second site issues on demand, so the pre-TLS hook reads every
+    ClientHello (the bench's SNI, localhost, is covered: nothing is asked or ordered)."""
     run = Path(run)
     http, https = PORTS["gateway"]
     replicas = ", ".join(f'"127.0.0.1:{p}"' for p in ups)
@@ -231,6 +234,7 @@ certificate = "files"
 cert_file = "{run}/cert.pem"
 key_file = "{run}/key.pem"
 redirect = "off"
+{ON_DEMAND_SITE if on_demand else ""}
 [headers]
 security_defaults = false
 set = {{ {sets} }}
@@ -372,14 +376,25 @@ https://localhost:{https} {{
 """
 
 
-def start_target(run, target, policy, ups=UPSTREAMS, health=False, compress=False):
+# An on-demand site whose CA and ask endpoint are never reached in the bench.
+ON_DEMAND_SITE = """[[sites]]
+names = ["app.bench.test"]
+certificate = "acme"
+[sites.acme]
+directory = "https://127.0.0.1:9/dir"
+[sites.on_demand]
+ask = "http://127.0.0.1:9/tls/allowed"
+"""
+
+
+def start_target(run, target, policy, ups=UPSTREAMS, health=False, compress=False, on_demand=False):
     """`health`: active health checks on /readyz every second where the proxy has them
     (the gateway, Caddy); nginx and HAProxy as configured above (passive)."""
     run = Path(run)
     http, _ = PORTS[target]
     if target == "gateway":
         cfg = run / f"gateway-{'policy' if policy else 'plain'}.toml"
-        cfg.write_text(gateway_config(run, policy, ups, health, compress=compress))
+        cfg.write_text(gateway_config(run, policy, ups, health, compress=compress, on_demand=on_demand))
         p = spawn(run, "gateway", ["gateway", "run", "--config", str(cfg)], 1,
                   log=run / ("gateway-access.log" if policy else "gateway.log"))
     elif target == "nginx":
@@ -466,7 +481,7 @@ def measure(run, target, proc, scenario, duration, conns):
         res = run_wrk(f"http://127.0.0.1:{http}/", duration, conns)
     elif scenario == "https":
         res = run_wrk(f"https://localhost:{https}/", duration, conns)
-    elif scenario == "https-new":
+    elif scenario in ("https-new", "https-new-ondemand"):
         # A new TCP connection and a full TLS handshake per request: wrk sends
         # "Connection: close" and does not resume sessions (no session cache or tickets
         # on its side).
@@ -570,6 +585,7 @@ def main():
     plan += [("bare-pingora", s) for s in ("http", "https", "https-new", "h2", "rate")]
     plan += [(t, "compress-gzip") for t in ("gateway", "nginx", "caddy")]
     plan += [(t, "compress-zstd") for t in ("gateway", "caddy")] + [("gateway", "compress-br")]
+    plan += [("gateway", "https-new-ondemand")]
     if a.only:
         plan = [(t, sc) for t, sc in plan if sc in a.only.split(",")]
     rounds = []
@@ -579,7 +595,8 @@ def main():
         for target, scenario in order:
             ups = API_UPSTREAMS if scenario == "api" else UPSTREAMS
             proc = None if target == "direct" else start_target(a.run, target, scenario == "policy", ups,
-                                                                compress=scenario in COMPRESS)
+                                                                compress=scenario in COMPRESS,
+                                                                on_demand=scenario.endswith("-ondemand"))
             measure(a.run, target, proc, scenario, 2, a.conns)  # warm-up
             res = measure(a.run, target, proc, scenario, a.duration, a.conns)
             results[f"{target}/{scenario}"] = res
@@ -646,7 +663,9 @@ proxy's default (gateway: zstd 3, br 4; Caddy: zstd "default").
 
 {a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
 `rate`: {RATE} req/s offered over the same connections; `https-new`: a new connection
-and full TLS handshake per request; `api`: three upstream-api replicas, `GET /api/whoami`);
+and full TLS handshake per request (`https-new-ondemand`: the same with a site issuing
+on demand, so the gateway reads each ClientHello before the handshake); `api`: three
+upstream-api replicas, `GET /api/whoami`);
 medians over rounds; ratios against nginx within the same round. Proxy alone on core 1,
 upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
 
