@@ -6,7 +6,7 @@
 //! or is down fails only that name, within its bound.
 #![allow(clippy::unwrap_used)]
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,16 @@ const SHOP: &str = "shop.customer.test";
 const BURST: &str = "burst.customer.test";
 const SECOND: &str = "second.customer.test";
 const EVIL: &str = "evil.other.test";
+
+/// Pebble validating HTTP-01 on the gateway's plain port, accepting every nonce so its
+/// log counts each order once.
+fn pebble(ports: &Ports, validity_secs: Option<u64>) -> Pebble {
+    Pebble::start(
+        ports.listen.port(),
+        validity_secs,
+        &[("PEBBLE_WFE_NONCEREJECT", "0")],
+    )
+}
 
 fn app_replica() -> Replica {
     let allowed = format!("{SHOP},{BURST},{SECOND}");
@@ -48,10 +58,11 @@ fn asks(r: &Replica, name: &str) -> usize {
         .count()
 }
 
-/// One request over a fresh TLS connection for `name`: its status, or the error.
-async fn get(root: &str, name: &str, gw: &Gateway) -> Result<u16, String> {
-    https_client(root, name, gw.tls)
-        .get(format!("https://{name}:{}/api/whoami", gw.tls.port()))
+/// One request over a fresh TLS connection for `name` to the HTTPS listener at `tls`:
+/// its status, or the error.
+async fn get(root: &str, name: &str, tls: SocketAddr) -> Result<u16, String> {
+    https_client(root, name, tls)
+        .get(format!("https://{name}:{}/api/whoami", tls.port()))
         .send()
         .await
         .map(|r| r.status().as_u16())
@@ -83,7 +94,7 @@ async fn pebble_orders(pebble: &Pebble) -> usize {
 
 async fn started(pebble: &Pebble, gw: &Gateway, root: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
-    while get(root, APP, gw).await != Ok(200) {
+    while get(root, APP, gw.tls).await != Ok(200) {
         assert!(Instant::now() < deadline, "{}", gw.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -93,11 +104,7 @@ async fn started(pebble: &Pebble, gw: &Gateway, root: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fails_fast() {
     let ports = Ports::fresh();
-    let pebble = Pebble::start(
-        ports.listen.port(),
-        None,
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
+    let pebble = pebble(&ports, None);
     let r = app_replica();
     let state = tempfile::tempdir().unwrap();
     let policy = format!("{}orders_per_minute = 1\n", ask_at(&r));
@@ -107,7 +114,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
 
     // The first handshake for an allowed name waits for its order, then is served
     // with a certificate for exactly that name from the CA.
-    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    assert_eq!(get(&root, SHOP, gw.tls).await, Ok(200), "{}", gw.log_text());
     let serial = served_serial(gw.tls, SHOP).unwrap();
     assert_ne!(Some(serial.clone()), served_serial(gw.tls, APP));
     assert_eq!(asks(&r, SHOP), 1);
@@ -123,7 +130,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
     // A name the app refuses: the handshake fails at once, and the refusal is kept.
     for _ in 0..3 {
         let t = Instant::now();
-        assert!(get(&root, EVIL, &gw).await.is_err());
+        assert!(get(&root, EVIL, gw.tls).await.is_err());
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     }
     assert_eq!(asks(&r, EVIL), 1, "one ask, then the refusal is remembered");
@@ -133,19 +140,19 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
 
     // Allowed too, but over orders_per_minute = 1: refused at once, no order.
     let t = Instant::now();
-    assert!(get(&root, SECOND, &gw).await.is_err());
+    assert!(get(&root, SECOND, gw.tls).await.is_err());
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(decisions(&gw, "rate_limited").await, 1.0);
     assert_eq!(pebble_orders(&pebble).await, 2);
     assert!(gw.log_text().contains("\"event\":\"on_demand_limited\""));
     // Other names never noticed.
-    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+    assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
     drop(gw);
 
     // Kept: a restart serves the same certificate at the first handshake, with
     // neither an ask nor an order.
     let gw = Gateway::start(&config(&pebble, state.path(), &r, &policy));
-    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    assert_eq!(get(&root, SHOP, gw.tls).await, Ok(200), "{}", gw.log_text());
     assert_eq!(served_serial(gw.tls, SHOP), Some(serial));
     assert_eq!(asks(&r, SHOP), 1);
     assert_eq!(decisions(&gw, "restored").await, 1.0);
@@ -155,11 +162,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_handshakes_for_one_new_name_make_one_ask_and_one_order() {
     let ports = Ports::fresh();
-    let pebble = Pebble::start(
-        ports.listen.port(),
-        None,
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
+    let pebble = pebble(&ports, None);
     let r = app_replica();
     let state = tempfile::tempdir().unwrap();
     let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &ask_at(&r)), ports);
@@ -169,14 +172,7 @@ async fn fifty_handshakes_for_one_new_name_make_one_ask_and_one_order() {
     let burst: Vec<_> = (0..50)
         .map(|_| {
             let (root, tls) = (root.clone(), gw.tls);
-            tokio::spawn(async move {
-                https_client(&root, BURST, tls)
-                    .get(format!("https://{BURST}:{}/api/whoami", tls.port()))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .map_err(|e| format!("{e:?}"))
-            })
+            tokio::spawn(async move { get(&root, BURST, tls).await })
         })
         .collect();
     for b in burst {
@@ -195,11 +191,7 @@ async fn fifty_handshakes_for_one_new_name_make_one_ask_and_one_order() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_bound() {
     let ports = Ports::fresh();
-    let pebble = Pebble::start(
-        ports.listen.port(),
-        None,
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
+    let pebble = pebble(&ports, None);
     let r = app_replica();
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let state = tempfile::tempdir().unwrap();
@@ -217,16 +209,12 @@ async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_b
         let (root, tls) = (root.clone(), gw.tls);
         tokio::spawn(async move {
             let t = Instant::now();
-            let r = https_client(&root, SHOP, tls)
-                .get(format!("https://{SHOP}:{}/api/whoami", tls.port()))
-                .send()
-                .await;
-            (r.is_err(), t.elapsed())
+            (get(&root, SHOP, tls).await.is_err(), t.elapsed())
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     let t = Instant::now();
-    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+    assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
     assert!(
         t.elapsed() < Duration::from_millis(500),
         "{:?}",
@@ -250,12 +238,12 @@ async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_b
     gw.write_config(&config(&pebble, state.path(), &r, &down));
     assert!(reload(&gw).await, "{}", gw.log_text());
     let t = Instant::now();
-    assert!(get(&root, SHOP, &gw).await.is_err());
+    assert!(get(&root, SHOP, gw.tls).await.is_err());
     assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
     assert_eq!(decisions(&gw, "ask_error").await, 2.0);
     gw.write_config(&config(&pebble, state.path(), &r, &ask_at(&r)));
     assert!(reload(&gw).await);
-    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    assert_eq!(get(&root, SHOP, gw.tls).await, Ok(200), "{}", gw.log_text());
 }
 
 /// Short-lived certificates: an on-demand name is renewed like any other while the app
@@ -264,17 +252,13 @@ async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_b
 #[tokio::test(flavor = "multi_thread")]
 async fn on_demand_names_are_renewed_while_the_app_allows_them() {
     let ports = Ports::fresh();
-    let pebble = Pebble::start(
-        ports.listen.port(),
-        Some(15),
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
+    let pebble = pebble(&ports, Some(15));
     let mut r = app_replica();
     let state = tempfile::tempdir().unwrap();
     let gw = Gateway::start_at(&config(&pebble, state.path(), &r, &ask_at(&r)), ports);
     let root = pebble.root_pem().await;
     started(&pebble, &gw, &root).await;
-    assert_eq!(get(&root, SHOP, &gw).await, Ok(200), "{}", gw.log_text());
+    assert_eq!(get(&root, SHOP, gw.tls).await, Ok(200), "{}", gw.log_text());
     let first = served_serial(gw.tls, SHOP).unwrap();
 
     // Renewed a third of its 15 s life before expiry, asking the app first.
@@ -298,12 +282,12 @@ async fn on_demand_names_are_renewed_while_the_app_allows_them() {
     });
     assert!(dropped, "{}", gw.log_text());
     assert_eq!(asks(&r, SHOP), 1, "the renewal asked");
-    assert!(get(&root, SHOP, &gw).await.is_err(), "no longer served");
+    assert!(get(&root, SHOP, gw.tls).await.is_err(), "no longer served");
     assert!(
         !state.path().join(format!("acme/{SHOP}")).exists(),
         "not kept"
     );
-    assert_eq!(get(&root, APP, &gw).await, Ok(200));
+    assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
 }
 
 /// Two gateways sharing a store: the first issues a customer's name on demand; the
@@ -321,11 +305,7 @@ async fn gateways_sharing_a_store_order_an_on_demand_name_once() {
         redis.url()
     );
     let ports = Ports::fresh();
-    let pebble = Pebble::start(
-        ports.listen.port(),
-        None,
-        &[("PEBBLE_WFE_NONCEREJECT", "0")],
-    );
+    let pebble = pebble(&ports, None);
     let r = app_replica();
     let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let with_store =
@@ -333,17 +313,26 @@ async fn gateways_sharing_a_store_order_an_on_demand_name_once() {
     let a = Gateway::start_at(&with_store(sa.path()), ports);
     let root = pebble.root_pem().await;
     started(&pebble, &a, &root).await;
-    assert_eq!(get(&root, SHOP, &a).await, Ok(200), "{}", a.log_text());
+    assert_eq!(get(&root, SHOP, a.tls).await, Ok(200), "{}", a.log_text());
     let serial = served_serial(a.tls, SHOP).unwrap();
 
     let b = Gateway::start(&with_store(sb.path()));
-    assert_eq!(get(&root, SHOP, &b).await, Ok(200), "{}", b.log_text());
+    assert_eq!(get(&root, SHOP, b.tls).await, Ok(200), "{}", b.log_text());
     assert_eq!(served_serial(b.tls, SHOP), Some(serial));
     assert_eq!(asks(&r, SHOP), 2, "each gateway asked once");
+    let orders = |gw: &Gateway| -> Vec<String> {
+        gw.log_text()
+            .lines()
+            .filter(|l| l.contains("acme_order_started"))
+            .map(str::to_owned)
+            .collect()
+    };
     assert_eq!(
         pebble_orders(&pebble).await,
         2,
-        "the product's name and SHOP, once each"
+        "the product's name and SHOP, once each; A: {:?}, B: {:?}",
+        orders(&a),
+        orders(&b)
     );
 }
 

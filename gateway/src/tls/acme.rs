@@ -174,8 +174,11 @@ pub async fn order(
                     let value = challenge.key_authorization().dns_value();
                     let added = zone.add(&record, &value).await;
                     count(metrics, "add", added.is_ok());
-                    added?;
-                    txt_records.push((record.clone(), value.clone()));
+                    if added.as_ref().map_or_else(|e| e.maybe_applied, |()| true) {
+                        // Also when the server went silent: it may have taken it.
+                        txt_records.push((record.clone(), value.clone()));
+                    }
+                    added.map_err(|e| e.message)?;
                     // The CA may look once and fail the order for good: only tell it
                     // when the zone's servers answer with the record.
                     zone.wait_visible(&record, &value).await?;
@@ -257,7 +260,7 @@ pub async fn order(
             let removed = zone.remove(&record, &value).await;
             count(metrics, "remove", removed.is_ok());
             if let Err(e) = removed {
-                tracing::warn!(event = "dns_cleanup_failed", error = %e, "the challenge record stays in the zone; remove it by hand");
+                tracing::warn!(event = "dns_cleanup_failed", error = %e.message, "the challenge record may stay in the zone; remove it by hand");
             }
         }
     }

@@ -22,6 +22,23 @@ const FUDGE: u16 = 300;
 /// How often the check servers are asked again while the record is not there yet.
 const POLL: Duration = Duration::from_millis(500);
 
+/// A failed update, and whether the server may have applied it all the same (it never
+/// answered), in which case the caller still removes what it tried to add.
+#[derive(Debug)]
+pub struct UpdateError {
+    pub message: String,
+    pub maybe_applied: bool,
+}
+
+impl UpdateError {
+    fn refused(message: String) -> Self {
+        UpdateError {
+            message,
+            maybe_applied: false,
+        }
+    }
+}
+
 /// A zone we may update, with the signer made once from `[dns]`.
 pub struct Zone<'a> {
     cfg: &'a Dns,
@@ -58,15 +75,15 @@ impl<'a> Zone<'a> {
 
     /// Adds `value` to the TXT records at `name` (others there, such as the wildcard's
     /// and the apex's values of one order, stay).
-    pub async fn add(&self, name: &str, value: &str) -> Result<(), String> {
-        let rrset = self.rrset(name, value)?;
+    pub async fn add(&self, name: &str, value: &str) -> Result<(), UpdateError> {
+        let rrset = self.rrset(name, value).map_err(UpdateError::refused)?;
         let msg = update_message::append(rrset, self.origin.clone(), false, false);
         self.update(msg, "add", name).await
     }
 
     /// Removes exactly `value` from the TXT records at `name`.
-    pub async fn remove(&self, name: &str, value: &str) -> Result<(), String> {
-        let rrset = self.rrset(name, value)?;
+    pub async fn remove(&self, name: &str, value: &str) -> Result<(), UpdateError> {
+        let rrset = self.rrset(name, value).map_err(UpdateError::refused)?;
         let msg = update_message::delete_by_rdata(rrset, self.origin.clone(), false);
         self.update(msg, "remove", name).await
     }
@@ -112,34 +129,41 @@ impl<'a> Zone<'a> {
     }
 
     /// Signs and sends an update to the primary, and reads what it said.
-    async fn update(&self, mut msg: Message, op: &str, name: &str) -> Result<(), String> {
+    async fn update(&self, mut msg: Message, op: &str, name: &str) -> Result<(), UpdateError> {
         let (cfg, server) = (self.cfg, &self.cfg.server);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let verifier = msg
             .finalize(&self.signer, now)
-            .map_err(|e| format!("cannot sign the update: {e}"))?;
-        let wire = msg.to_vec().map_err(|e| e.to_string())?;
+            .map_err(|e| UpdateError::refused(format!("cannot sign the update: {e}")))?;
+        let wire = msg
+            .to_vec()
+            .map_err(|e| UpdateError::refused(e.to_string()))?;
         let reply = exchange(server, &wire, cfg.timeout)
             .await
-            .map_err(|e| format!("DNS update ({op} {name}) at {server}: {e}"))?;
-        let answer = Message::from_vec(&reply).map_err(|e| {
-            format!("DNS update ({op} {name}): unreadable answer from {server}: {e}")
+            .map_err(|e| UpdateError {
+                message: format!("DNS update ({op} {name}) at {server}: {e}"),
+                maybe_applied: true,
+            })?;
+        let answer = Message::from_vec(&reply).map_err(|e| UpdateError {
+            message: format!("DNS update ({op} {name}): unreadable answer from {server}: {e}"),
+            maybe_applied: true,
         })?;
         let code = answer.metadata.response_code;
         if code != ResponseCode::NoError {
             let tsig = answer.signature.as_ref().and_then(|s| s.data.error);
-            return Err(refusal(cfg, op, name, code, tsig));
+            return Err(UpdateError::refused(refusal(cfg, op, name, code, tsig)));
         }
         // The answer must be signed with our key too: a NOERROR nobody can vouch for
         // would let the order go on against a record that may not exist.
         if let Some(mut v) = verifier {
-            v.verify(&reply).map_err(|e| {
-                format!(
+            v.verify(&reply).map_err(|e| UpdateError {
+                message: format!(
                     "DNS update ({op} {name}): {server}'s answer is not signed with TSIG key {}: {e}",
                     cfg.tsig_key
-                )
+                ),
+                maybe_applied: true,
             })?;
         }
         tracing::info!(event = "dns_update", op, name, server = %server, zone = %cfg.zone);

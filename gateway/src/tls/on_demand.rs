@@ -47,7 +47,8 @@ pub struct OnDemandState {
     /// When each of the last minute's new names was admitted.
     recent: Mutex<VecDeque<Instant>>,
     ask_slots: Semaphore,
-    client: OnceLock<reqwest::Client>,
+    /// Made at the first ask (an error: no TLS roots could be loaded, say).
+    client: OnceLock<Result<reqwest::Client, String>>,
     /// Fired when a certificate is installed or an order ends: waiting handshakes look.
     pub settled: Notify,
     /// Fired when a name is admitted: the manager starts its order at once.
@@ -264,8 +265,12 @@ impl OnDemandState {
                 .no_proxy()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
-                .unwrap_or_default()
+                .map_err(|e| format!("cannot make an HTTP client: {e}"))
         });
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => return Decision::Unknown(e.clone()),
+        };
         let sent = client
             .get(&policy.ask)
             .query(&[("domain", name)])

@@ -144,6 +144,17 @@ impl Attempt {
         }
         let lock = match &self.store {
             None => None,
+            // A store that is not up (this gateway has just started, or it is down)
+            // was not read: what another gateway stored is unknown. Wait for it a
+            // while, rather than read nothing now, take the lock the moment it is up,
+            // and order a certificate the store already holds.
+            Some(store) if store.down_for().is_some_and(|d| d < ORDER_ALONE_AFTER) => {
+                return Ok(Done::Later);
+            }
+            Some(store) if store.down_for().is_some() => {
+                tracing::warn!(event = "acme_lock_unavailable", names = ?self.site.names, error = ?store.last_error(), "ordering without the cluster lock");
+                None
+            }
             Some(store) => {
                 if shared::sync_site(
                     store,
