@@ -246,6 +246,48 @@ async fn an_ask_endpoint_that_hangs_or_is_down_fails_only_that_name_within_its_b
     assert_eq!(get(&root, SHOP, gw.tls).await, Ok(200), "{}", gw.log_text());
 }
 
+/// The CA is down: an allowed name's handshake fails as soon as its order does, and
+/// while the order backs off (30 s here) past `handshake_wait` (20 s) the next ones fail
+/// at once too, instead of waiting for nothing; the product's own names keep being
+/// served.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_order_fails_its_handshake_at_once() {
+    let r = app_replica();
+    let state = tempfile::tempdir().unwrap();
+    let cfg = TestConfig::plain_and_tls(state.path())
+        .acme_retry("30s", "60s")
+        .internal_site(&[APP], "")
+        .with(&format!(
+            "[[sites]]\nnames = [\"customers.product.test\"]\ncertificate = \"acme\"\n\
+             [sites.acme]\ndirectory = \"https://127.0.0.1:{}/dir\"\n\
+             [sites.on_demand]\n{}handshake_wait = \"20s\"\n",
+            dead_port(),
+            ask_at(&r)
+        ))
+        .pool("api", &[&r])
+        .route("/api", "api", "")
+        .build();
+    let gw = Gateway::start(&cfg);
+    let root = std::fs::read_to_string(state.path().join("internal/ca.pem")).unwrap();
+    assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert!(get(&root, SHOP, gw.tls).await.is_err());
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    }
+    let log = gw.log_text();
+    assert!(
+        log.contains("the order for shop.customer.test failed"),
+        "{log}"
+    );
+    assert_eq!(
+        asks(&r, SHOP),
+        1,
+        "asked once, then kept while the order is retried"
+    );
+    assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
+}
+
 /// Short-lived certificates: an on-demand name is renewed like any other while the app
 /// allows it; once the app stops allowing it, its renewal asks, and it is neither
 /// renewed nor served any more, nor kept for a restart.

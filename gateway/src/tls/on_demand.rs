@@ -130,14 +130,19 @@ impl OnDemandState {
             if tls.store.get(name).is_some() {
                 return Ok(());
             }
+            let left = deadline.saturating_duration_since(Instant::now());
             if let Some(status) = tls.orders.get(name) {
                 if let Some((at, e)) = &status.last_error {
-                    if *at >= started {
+                    // Failed while we waited, or backing off past our wait: say so now
+                    // rather than hold the handshake for nothing.
+                    let retry_later = status
+                        .retry_at
+                        .is_some_and(|t| t > SystemTime::now() + left);
+                    if *at >= started || retry_later {
                         return Err(format!("the order for {name} failed: {e}"));
                     }
                 }
             }
-            let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, settled).await.is_err() {
                 return Err(format!(
                     "no certificate for {name} within {:?} (the order goes on)",
