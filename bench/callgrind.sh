@@ -1,42 +1,68 @@
 #!/usr/bin/env bash
 # User-space instructions per request of the gateway (release build), counted by
 # valgrind's callgrind: repeatable to ~0.1%, unlike wall-clock figures on a VM.
-# Instrumentation is switched on only while a fixed wrk load runs, then the total is
-# divided by the requests served. Usage: bench/callgrind.sh [plain|policy]
+# Instrumentation is switched on only while a fixed load runs, then the total is
+# divided by the requests served.
+#
+#   bench/callgrind.sh [plain|policy|https|h2]
+#   TARGET=bare-pingora bench/callgrind.sh [plain|https|h2]   # the floor, same load
+#
+# plain/policy: wrk over HTTP/1.1 keep-alive (8 connections); https: the same over TLS
+# (8 handshakes, then keep-alive); h2: h2load, 10 connections x 10 streams over TLS.
 # GATEWAY_BIN=path measures that binary instead of building target/release/gateway
 # (bench/pingora-patched.sh uses it for a build against a patched Pingora).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIO="${1:-plain}"
-bash tests/deps.sh valgrind nginx wrk
-if [ -z "${GATEWAY_BIN:-}" ]; then
+TARGET="${TARGET:-gateway}"
+bash tests/deps.sh valgrind nginx wrk nghttp2-client
+if [ "$TARGET" = bare-pingora ]; then
+  cargo build --release -p gateway --example bare_pingora 2>&1 | tail -1
+  GATEWAY_BIN=target/release/examples/bare_pingora
+elif [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release -p gateway 2>&1 | tail -1
   GATEWAY_BIN=target/release/gateway
 fi
-export GATEWAY_BIN
+export GATEWAY_BIN TARGET
 RUN="$(mktemp -d /tmp/gateway-callgrind.XXXXXX)"
-trap 'python3 bench/measure.py --run "$RUN" --stop-all; pkill -f "callgrind.*gateway run" || true' EXIT
+trap 'python3 bench/measure.py --run "$RUN" --stop-all; pkill -f "callgrind.*(gateway run|bare_pingora)" || true' EXIT
 python3 - "$RUN" "$SCENARIO" <<'PY'
-import os, sys, subprocess, time, re
+import os, sys, subprocess, time, re, glob
 sys.path.insert(0, "bench")
 import measure
 run, scenario = sys.argv[1], sys.argv[2]
+target = os.environ["TARGET"]
 measure.setup(run)
 up = measure.start_upstreams(run)
-cfg = f"{run}/gateway.toml"
-open(cfg, "w").write(measure.gateway_config(run, scenario == "policy"))
-gw = measure.spawn(run, "gateway-callgrind",
+http, https = measure.PORTS[target]
+if target == "bare-pingora":
+    assert scenario != "policy", "the floor has no policy"
+    args = ["--tls", f"127.0.0.1:{https}", f"{run}/cert.pem", f"{run}/key.pem",
+            f"127.0.0.1:{http}", *(f"127.0.0.1:{u}" for u in measure.UPSTREAMS)]
+else:
+    cfg = f"{run}/gateway.toml"
+    open(cfg, "w").write(measure.gateway_config(run, scenario == "policy"))
+    args = ["run", "--config", cfg]
+gw = measure.spawn(run, "callgrind",
     ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={run}/callgrind.out",
-     os.environ["GATEWAY_BIN"], "run", "--config", cfg], 1, log=f"{run}/gateway.log")
-assert measure.wait_port(measure.PORTS["gateway"][0], timeout=120), "gateway under valgrind did not start"
-measure.run_wrk(f"http://127.0.0.1:{measure.PORTS['gateway'][0]}/", 3, 8)   # warm up
+     os.environ["GATEWAY_BIN"], *args], 1, log=f"{run}/target.log")
+assert measure.wait_port(https if scenario in ("https", "h2") else http, timeout=120), \
+    f"{target} under valgrind did not start"
+
+def load(seconds):
+    if scenario == "https":
+        return measure.run_wrk(f"https://localhost:{https}/", seconds, 8)
+    if scenario == "h2":
+        return measure.run_h2load(f"https://localhost:{https}/", seconds)
+    return measure.run_wrk(f"http://127.0.0.1:{http}/", seconds, 8)
+
+load(3)   # warm up
 subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], check=True, capture_output=True)
-res = measure.run_wrk(f"http://127.0.0.1:{measure.PORTS['gateway'][0]}/", 10, 8)
+res = load(10)
 subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], check=True, capture_output=True)
 subprocess.run(["callgrind_control", "-d", str(gw.pid)], check=True, capture_output=True)
 time.sleep(1)
 total = 0
-import glob
 for f in glob.glob(f"{run}/callgrind.out*"):
     for line in open(f):
         m = re.match(r"summary: (\d+)", line) or re.match(r"totals: (\d+)", line)
@@ -44,5 +70,7 @@ for f in glob.glob(f"{run}/callgrind.out*"):
             total = max(total, int(m.group(1)))
 measure.stop(gw)
 measure.stop(up)
-print(f"{scenario}: {res['requests']} requests, {total} instructions, {total / max(res['requests'], 1):.0f} instructions/request")
+assert res["errors"] == 0 and res["requests"] > 0, f"the load failed: {res}"
+print(f"{target} {scenario}: {res['requests']} requests, {total} instructions, "
+      f"{total / max(res['requests'], 1):.0f} instructions/request")
 PY

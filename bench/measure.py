@@ -5,7 +5,8 @@ latency percentiles, CPU microseconds per request (utime+stime from /proc), peak
 and errors. Prints and writes a markdown table with medians over the rounds and
 ratios against nginx taken within the same round."""
 
-import argparse, json, os, re, signal, socket, statistics, subprocess, sys, time
+import argparse
+import json, os, re, signal, socket, statistics, subprocess, sys, time
 from pathlib import Path
 
 UPSTREAMS = [9101, 9102, 9103]
@@ -453,15 +454,29 @@ def run_wrk_rate(url, duration, conns, rate):
     return run_wrk(url, duration, conns, ["-s", str(script)])
 
 
-def run_h2load(url, duration):
-    out = subprocess.run(["taskset", "-c", "0", "h2load", "-c", "10", "-m", "10", "-D", str(duration), url],
+def run_h2load(url, duration, rate=None):
+    """10 connections, 10 streams each. `rate`: a fixed offered load in req/s over all of
+    them (h2load --rps per connection), with p50/p99 from its per-request log."""
+    extra, log = [], None
+    if rate:
+        log = Path(f"/tmp/h2load-rate-{os.getpid()}.log")
+        extra = [f"--rps={rate / 10:g}", f"--log-file={log}"]
+    out = subprocess.run(["taskset", "-c", "0", "h2load", "-c", "10", "-m", "10", "-D", str(duration), *extra, url],
                          capture_output=True, text=True).stdout
     m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
     done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
     mean = re.search(r"time for request:\s+\S+\s+\S+\s+(\S+)", out)
-    return {"rps": float(m.group(1)) if m else 0.0, "requests": int(done.group(1)) if done else 0,
-            "errors": (int(done.group(3)) + int(done.group(4))) if done else 1,
-            "p50_ms": parse_duration_ms(mean.group(1)) if mean else None, "p99_ms": None}
+    res = {"rps": float(m.group(1)) if m else 0.0, "requests": int(done.group(1)) if done else 0,
+           "errors": (int(done.group(3)) + int(done.group(4))) if done else 1,
+           "p50_ms": parse_duration_ms(mean.group(1)) if mean else None, "p99_ms": None}
+    if log:
+        # Columns: start (µs since the epoch), status, µs until the response ended.
+        times = sorted(int(line.split("\t")[2]) for line in log.read_text().splitlines() if line.count("\t") >= 2)
+        log.unlink()
+        if times:
+            res["p50_ms"] = times[len(times) // 2] / 1000
+            res["p99_ms"] = times[min(len(times) - 1, len(times) * 99 // 100)] / 1000
+    return res
 
 
 def wire_size(url, coding):
@@ -490,6 +505,10 @@ def measure(run, target, proc, scenario, duration, conns):
         res = run_wrk(f"http://127.0.0.1:{http}/api/whoami", duration, conns)
     elif scenario == "rate":
         res = run_wrk_rate(f"http://127.0.0.1:{http}/", duration, conns, RATE)
+    elif scenario == "rate-https":
+        res = run_wrk_rate(f"https://localhost:{https}/", duration, conns, RATE)
+    elif scenario == "rate-h2":
+        res = run_h2load(f"https://localhost:{https}/", duration, RATE)
     elif scenario == "h2":
         res = run_h2load(f"https://localhost:{https}/", duration)
     elif scenario in COMPRESS:
@@ -579,10 +598,10 @@ def main():
     up = start_upstreams(a.run)
     apis = spawn_apis(a.run, API_UPSTREAMS)
     plan = [(t, s) for t in ("gateway", "nginx", "haproxy", "caddy")
-            for s in ("http", "https", "https-new", "h2", "rate")]
+            for s in ("http", "https", "https-new", "h2", "rate", "rate-https", "rate-h2")]
     plan += [(t, "api") for t in ("gateway", "nginx", "haproxy", "caddy")]
     plan += [("gateway", "policy"), ("nginx", "policy"), ("direct", "direct")]
-    plan += [("bare-pingora", s) for s in ("http", "https", "https-new", "h2", "rate")]
+    plan += [("bare-pingora", s) for s in ("http", "https", "https-new", "h2", "rate", "rate-https", "rate-h2")]
     plan += [(t, "compress-gzip") for t in ("gateway", "nginx", "caddy")]
     plan += [(t, "compress-zstd") for t in ("gateway", "caddy")] + [("gateway", "compress-br")]
     plan += [("gateway", "https-new-ondemand")]
@@ -662,7 +681,8 @@ proxy's default (gateway: zstd 3, br 4; Caddy: zstd "default").
     text = f"""# Benchmark results
 
 {a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
-`rate`: {RATE} req/s offered over the same connections; `https-new`: a new connection
+`rate`: {RATE} req/s offered over the same connections (`rate-https` over TLS, `rate-h2`
+over HTTP/2 with h2load's 10x10 streams, p50/p99 from its per-request log); `https-new`: a new connection
 and full TLS handshake per request (`https-new-ondemand`: the same with a site issuing
 on demand, so the gateway reads each ClientHello before the handshake); `api`: three
 upstream-api replicas, `GET /api/whoami`);
