@@ -687,7 +687,7 @@ and full TLS handshake per request (`https-new-ondemand`: the same with a site i
 on demand, so the gateway reads each ClientHello before the handshake); `api`: three
 upstream-api replicas, `GET /api/whoami`);
 medians over rounds; ratios against nginx within the same round. Proxy alone on core 1,
-upstreams and load generator on core 0. h2 latency is h2load's mean, not p50.
+upstreams and load generator on core 0. In the saturating `h2` scenario latency is h2load's mean, not p50.
 
 | scenario | target | req/s | vs nginx | p50 ms | p99 ms | CPU us/req | CPU vs nginx | CPU % of a core | peak RSS MiB | errors |
 |---|---|---|---|---|---|---|---|---|---|---|
