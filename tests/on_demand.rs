@@ -143,6 +143,11 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
     assert!(get(&root, SECOND, gw.tls).await.is_err());
     assert!(t.elapsed() < Duration::from_secs(2));
     assert_eq!(decisions(&gw, "rate_limited").await, 1.0);
+    let names = sample(&scrape(&gw).await, "gateway_tls_on_demand_names", &[]);
+    assert_eq!(
+        names, 1.0,
+        "SHOP only: refused and limited names are not kept"
+    );
     assert_eq!(pebble_orders(&pebble).await, 2);
     assert!(gw.log_text().contains("\"event\":\"on_demand_limited\""));
     // Other names never noticed.
@@ -329,6 +334,8 @@ async fn on_demand_names_are_renewed_while_the_app_allows_them() {
         !state.path().join(format!("acme/{SHOP}")).exists(),
         "not kept"
     );
+    let names = sample(&scrape(&gw).await, "gateway_tls_on_demand_names", &[]);
+    assert_eq!(names, 0.0);
     assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
 }
 

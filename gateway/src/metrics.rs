@@ -49,6 +49,8 @@ pub struct Metrics {
     pub dns_updates: IntCounterVec,
     /// On-demand TLS decisions for names not in the file, by result.
     pub on_demand: IntCounterVec,
+    /// Names this gateway keeps certificates for on demand (against `max_names`).
+    pub on_demand_names: prometheus::IntGauge,
     /// Connections closed because their request head missed `header_timeout`.
     pub header_timeouts: prometheus::IntCounter,
     /// Connections beyond `max_connections_per_client` (refused, or answered 429).
@@ -230,6 +232,13 @@ impl Metrics {
                     "gateway_tls_on_demand_total",
                     "On-demand TLS decisions for names not in the config, by result.",
                     &["result"],
+                )?,
+            )?,
+            on_demand_names: reg(
+                &r,
+                prometheus::IntGauge::new(
+                    "gateway_tls_on_demand_names",
+                    "Names this gateway keeps certificates for on demand (bounded by sites.on_demand.max_names).",
                 )?,
             )?,
             ok_handles: dashmap::DashMap::new(),

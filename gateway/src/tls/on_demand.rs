@@ -93,8 +93,9 @@ impl OnDemandState {
     }
 
     /// Stops keeping `name` (the ask endpoint no longer allows it).
-    pub fn forget(&self, name: &str, ttl: Duration) {
+    pub fn forget(&self, metrics: &Metrics, name: &str, ttl: Duration) {
         self.admitted.remove(name);
+        metrics.on_demand_names.set(self.admitted.len() as i64);
         self.refuse(name, ttl);
     }
 
@@ -178,6 +179,7 @@ impl OnDemandState {
         // renewal asks (`renew.rs`).
         if let Some(entry) = persisted(state_dir, name) {
             self.admitted.insert(name.to_owned(), ());
+            metrics.on_demand_names.set(self.admitted.len() as i64);
             manager::install(tls, metrics, entry, false);
             count("restored");
             return Ok(());
@@ -232,6 +234,7 @@ impl OnDemandState {
             }
             recent.push_back(Instant::now());
             self.admitted.insert(name.to_owned(), ());
+            metrics.on_demand_names.set(self.admitted.len() as i64);
         }
         count("allowed");
         tracing::info!(

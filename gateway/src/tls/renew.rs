@@ -128,7 +128,9 @@ impl Attempt {
             // A renewal: only while the app still wants the name.
             if !self.tls.on_demand.still_allowed(policy, primary).await? {
                 // Not served, not kept: a restart must not bring it back unasked.
-                self.tls.on_demand.forget(primary, policy.refusal_ttl);
+                self.tls
+                    .on_demand
+                    .forget(&self.metrics, primary, policy.refusal_ttl);
                 self.tls.store.remove(primary);
                 let _ = self
                     .metrics
