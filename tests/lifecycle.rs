@@ -18,21 +18,15 @@ fn repo_root() -> PathBuf {
 }
 
 fn check(path: &std::path::Path) -> (bool, String, String) {
-    let out = Command::new(bin("gateway"))
-        .arg("check")
-        .arg("--config")
-        .arg(path)
-        // The secrets gateway.cluster.toml and examples/saas.toml name; any well-formed
-        // value will do.
-        .env("STORE_PASSWORD", "check-only")
-        .env("STORE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-        .env("DNS_TSIG_SECRET", "Y2hlY2stb25seQ==")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+    // The secrets gateway.cluster.toml and examples/saas.toml name; any well-formed
+    // value will do.
+    gateway_check(
+        path,
+        &[
+            ("STORE_PASSWORD", "check-only"),
+            ("STORE_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="),
+            ("DNS_TSIG_SECRET", "Y2hlY2stb25seQ=="),
+        ],
     )
 }
 

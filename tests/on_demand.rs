@@ -7,7 +7,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use e2e::pebble::Pebble;
@@ -393,15 +392,8 @@ fn check_names_on_demand_mistakes() {
     let acme = "certificate = \"acme\"\n[sites.acme]\ndirectory = \"https://acme.example/dir\"\n";
     let run = |text: &str| {
         std::fs::write(&f, text).unwrap();
-        let out = Command::new(bin("gateway"))
-            .args(["check", "--config"])
-            .arg(&f)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let (ok, _, err) = gateway_check(&f, &[]);
+        (ok, err)
     };
     let (ok, err) = run(&format!(
         "{head}[[sites]]\nnames = [\"a.example\"]\ncertificate = \"internal\"\n[sites.on_demand]\nask = \"http://api:8000/tls/allowed\"\n"

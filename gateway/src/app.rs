@@ -228,12 +228,7 @@ pub fn run(config: Config, source: Option<PathBuf>, upgrade: bool) -> ExitCode {
         .set_pre_tls_callback(Arc::new(crate::tls::hello::HelloHook {
             tls: Arc::clone(&tls),
             metrics: Arc::clone(&metrics),
-            on_demand: Box::new(move || {
-                let snapshot = hello_state.load();
-                let config = &snapshot.config;
-                let site = config.sites.iter().find_map(|s| s.on_demand.as_ref())?;
-                Some((site.clone(), config.tls.state_dir.clone()))
-            }),
+            config: Box::new(move || Arc::clone(&hello_state.load().config)),
         }));
     proxy.set_connection_filter(
         Arc::clone(&accepted) as Arc<dyn pingora_core::listeners::ConnectionFilter>

@@ -458,3 +458,19 @@ pub fn sample(s: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)])
         })
         .sum()
 }
+
+/// `gateway check --config path` with `env` added to this process's environment:
+/// whether it passed, its stdout and its stderr.
+pub fn gateway_check(path: &std::path::Path, env: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(bin("gateway"))
+        .args(["check", "--config"])
+        .arg(path)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

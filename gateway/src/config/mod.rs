@@ -302,6 +302,17 @@ pub struct Tls {
     pub retry_max: Duration,
 }
 
+impl Config {
+    /// The site that issues certificates on demand (at most one: `gateway check`), by
+    /// index, for names the file does not list.
+    pub fn on_demand_site(&self) -> Option<(usize, &Site, &OnDemand)> {
+        self.sites
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| s.on_demand.as_ref().map(|o| (i, s, o)))
+    }
+}
+
 /// A set of names served over HTTPS with one certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Site {

@@ -14,7 +14,7 @@ use instant_acme::{
 };
 use rcgen::{CertificateParams, DistinguishedName, KeyPair};
 
-use super::store::write_atomic;
+use super::store::{entry_from_pem, write_atomic, Entry};
 use super::{dns01, TlsState};
 use crate::config::{Acme, Challenge};
 use crate::metrics::Metrics;
@@ -44,6 +44,20 @@ pub fn cert_paths(state_dir: &Path, primary: &str) -> (PathBuf, PathBuf) {
         .join("acme")
         .join(primary.replace('*', "_wildcard"));
     (dir.join("cert.pem"), dir.join("key.pem"))
+}
+
+/// The certificate an earlier run kept for the site whose names are `names`, if it is
+/// there and not expired (served at start without the CA).
+pub fn load_kept(state_dir: &Path, names: &[String]) -> Result<Option<Entry>, String> {
+    let (cert, key) = cert_paths(state_dir, &names[0]);
+    match (
+        std::fs::read_to_string(&cert),
+        std::fs::read_to_string(&key),
+    ) {
+        (Ok(c), Ok(k)) => entry_from_pem(&c, &k, names.to_vec(), "acme")
+            .map(|e| (e.not_after > super::manager::now_secs()).then_some(e)),
+        _ => Ok(None),
+    }
 }
 
 /// The account: the shared one when a store holds one (every gateway of a deployment

@@ -5,7 +5,6 @@
 //! issuing on demand it reads nothing: one atomic load and one config load per
 //! connection.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,23 +12,21 @@ use pingora_core::listeners::PreTlsProcess;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 
 use super::alpn::{self, Hello, HELLO_TIMEOUT};
-use super::TlsState;
-use crate::config::OnDemand;
+use super::{ConfigSource, TlsState};
 use crate::metrics::Metrics;
-
-/// The on-demand policy in force and the state dir, when a site issues on demand.
-pub type OnDemandSource = Box<dyn Fn() -> Option<(OnDemand, PathBuf)> + Send + Sync>;
 
 pub struct HelloHook {
     pub tls: Arc<TlsState>,
     pub metrics: Arc<Metrics>,
-    pub on_demand: OnDemandSource,
+    /// The config in force (its on-demand site, if any, and the state dir).
+    pub config: ConfigSource,
 }
 
 #[async_trait]
 impl PreTlsProcess for HelloHook {
     async fn process(&self, stream: &mut L4Stream) -> pingora_core::Result<()> {
-        let policy = (self.on_demand)();
+        let config = (self.config)();
+        let policy = config.on_demand_site().map(|(_, _, p)| p);
         if self.tls.alpn.is_idle() && policy.is_none() {
             return Ok(());
         }
@@ -41,12 +38,13 @@ impl PreTlsProcess for HelloHook {
             Hello::Challenge(conn, name) => return Err(alpn::answer(conn, name, stream).await),
             Hello::Pass(seen, sni) => (seen, sni),
         };
-        if let (Some((policy, state_dir)), Some(name)) = (policy, sni) {
+        if let (Some(policy), Some(name)) = (policy, sni) {
             if !self.tls.store.covers(&name) {
+                let state_dir = &config.tls.state_dir;
                 let ready = self
                     .tls
                     .on_demand
-                    .ensure(&self.tls, &self.metrics, &policy, &state_dir, &name)
+                    .ensure(&self.tls, &self.metrics, policy, state_dir, &name)
                     .await;
                 if let Err(why) = ready {
                     tracing::info!(event = "on_demand_handshake_refused", name = %name, why = %why, "TLS handshake refused");

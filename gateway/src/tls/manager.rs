@@ -4,6 +4,7 @@
 //! other gateways' certificates and challenges as their events arrive (`shared.rs`).
 //! The old certificate keeps serving until its replacement is installed.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::internal::{internal_entry, LocalCa};
 use super::renew::{Attempt, Run};
 use super::store::{entry_from_pem, Entry};
-use super::{acme, shared, TlsState};
-use crate::config::{CertSource, Config, Site};
+use super::{acme, shared, ConfigSource, TlsState};
+use crate::config::{CertSource, Config, OnDemand, Site};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use async_trait::async_trait;
@@ -72,7 +73,7 @@ pub fn install(tls: &TlsState, metrics: &Metrics, entry: Entry, default: bool) {
 /// problems, each naming its site.
 pub fn install_local(config: &Config, tls: &TlsState, metrics: &Metrics) -> Vec<String> {
     // On-demand names stay in service across reloads, as long as a site issues on demand.
-    let on_demand = config.sites.iter().any(|s| s.on_demand.is_some());
+    let on_demand = config.on_demand_site().is_some();
     let claimed: Vec<String> = config
         .sites
         .iter()
@@ -100,17 +101,7 @@ pub fn install_local(config: &Config, tls: &TlsState, metrics: &Metrics) -> Vec<
                 .and_then(|(c, k)| entry_from_pem(&c, &k, names, "files"))
                 .map(Some),
             CertSource::Internal => internal_entry(tls, config, site),
-            CertSource::Acme(_) => {
-                let (cert, key) = acme::cert_paths(&config.tls.state_dir, &site.names[0]);
-                match (
-                    std::fs::read_to_string(&cert),
-                    std::fs::read_to_string(&key),
-                ) {
-                    (Ok(c), Ok(k)) => entry_from_pem(&c, &k, names, "acme")
-                        .map(|e| (e.not_after > now_secs()).then_some(e)),
-                    _ => Ok(None),
-                }
-            }
+            CertSource::Acme(_) => acme::load_kept(&config.tls.state_dir, &names),
         };
         match result {
             Ok(Some(entry)) => install(tls, metrics, entry, default),
@@ -120,9 +111,6 @@ pub fn install_local(config: &Config, tls: &TlsState, metrics: &Metrics) -> Vec<
     }
     problems
 }
-
-/// The config in force now (a reload replaces it).
-type ConfigSource = Box<dyn Fn() -> Arc<Config> + Send + Sync>;
 
 pub struct CertManager {
     config: ConfigSource,
@@ -222,10 +210,10 @@ impl BackgroundService for CertManager {
                         metrics: Arc::clone(&self.metrics),
                         store: self.store.clone(),
                         acme: acme_cfg.clone(),
-                        site: site.clone(),
+                        site: site.into_owned(),
                         tls_cfg: config.tls.clone(),
                         default: i == 0,
-                        on_demand,
+                        on_demand: on_demand.cloned(),
                         run,
                     }
                     .go(),
@@ -251,27 +239,27 @@ impl BackgroundService for CertManager {
     }
 }
 
-/// Every site of the file (by index), then a site of one name for each name admitted
-/// on demand, with the ACME settings of the site that issues on demand (index
+/// Every site of the file (by index, borrowed), then a site of one name for each name
+/// admitted on demand, with the ACME settings of the site that issues on demand (index
 /// `usize::MAX`: never the default certificate) and its policy, so renewals ask again.
-fn with_on_demand(
-    config: &Config,
+fn with_on_demand<'a>(
+    config: &'a Config,
     tls: &TlsState,
-) -> Vec<(usize, Site, Option<crate::config::OnDemand>)> {
+) -> Vec<(usize, Cow<'a, Site>, Option<&'a OnDemand>)> {
     let mut all: Vec<_> = config
         .sites
         .iter()
         .enumerate()
-        .map(|(i, s)| (i, s.clone(), None))
+        .map(|(i, s)| (i, Cow::Borrowed(s), None))
         .collect();
-    if let Some(issuer) = config.sites.iter().find(|s| s.on_demand.is_some()) {
+    if let Some((_, issuer, policy)) = config.on_demand_site() {
         for name in tls.on_demand.admitted() {
             let site = Site {
                 names: vec![name],
                 on_demand: None,
                 ..issuer.clone()
             };
-            all.push((usize::MAX, site, issuer.on_demand.clone()));
+            all.push((usize::MAX, Cow::Owned(site), Some(policy)));
         }
     }
     all

@@ -19,6 +19,10 @@ pub mod store;
 use std::sync::{Arc, Mutex};
 
 use internal::LocalCa;
+
+/// The config in force now (a reload replaces it), for the background services and
+/// the pre-TLS hook.
+pub type ConfigSource = Box<dyn Fn() -> Arc<crate::config::Config> + Send + Sync>;
 use store::{CertStore, Challenges};
 
 /// Shared by the HTTPS listeners (certificates), the proxy (HTTP-01 answers) and the

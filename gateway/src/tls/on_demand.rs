@@ -17,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime};
 use dashmap::DashMap;
 use tokio::sync::{Notify, OnceCell, Semaphore};
 
-use super::store::entry_from_pem;
 use super::{acme, manager, TlsState};
 use crate::config::OnDemand;
 use crate::metrics::Metrics;
@@ -177,7 +176,10 @@ impl OnDemandState {
         }
         // A certificate kept by an earlier run is served again without asking; its
         // renewal asks (`renew.rs`).
-        if let Some(entry) = persisted(state_dir, name) {
+        let kept = acme::load_kept(state_dir, &[name.to_owned()])
+            .ok()
+            .flatten();
+        if let Some(entry) = kept {
             self.admitted.insert(name.to_owned(), ());
             metrics.on_demand_names.set(self.admitted.len() as i64);
             manager::install(tls, metrics, entry, false);
@@ -303,19 +305,6 @@ impl OnDemandState {
             Decision::Unknown(e) => Err(e),
         }
     }
-}
-
-/// The certificate an earlier run kept for `name`, if it is still valid.
-fn persisted(state_dir: &Path, name: &str) -> Option<super::store::Entry> {
-    let (cert, key) = acme::cert_paths(state_dir, name);
-    let entry = entry_from_pem(
-        &std::fs::read_to_string(cert).ok()?,
-        &std::fs::read_to_string(key).ok()?,
-        vec![name.to_owned()],
-        "acme",
-    )
-    .ok()?;
-    (entry.not_after > manager::now_secs()).then_some(entry)
 }
 
 /// reqwest's error text without the URL (it may carry the app's internal address twice).

@@ -30,7 +30,7 @@ impl SiteTable {
                 .iter()
                 .find(|l| l.tls)
                 .map(|l| l.address.port()),
-            on_demand: config.sites.iter().position(|s| s.on_demand.is_some()),
+            on_demand: config.on_demand_site().map(|(i, _, _)| i),
             ..Default::default()
         };
         for (i, s) in config.sites.iter().enumerate() {

@@ -94,11 +94,7 @@ impl CertStore {
     /// it, or a configured site claims it (its certificate may still be on its way).
     pub fn covers(&self, name: &str) -> bool {
         let t = self.table.load();
-        lookup(&t, name).is_some()
-            || t.claimed.contains(name)
-            || name
-                .split_once('.')
-                .is_some_and(|(_, p)| t.claimed.contains(&format!("*.{p}")))
+        lookup(&t, name).is_some() || claimed(&t, name)
     }
 
     /// Every installed entry, once each.
@@ -135,6 +131,14 @@ fn lookup<'a>(t: &'a Table, name: &str) -> Option<&'a Arc<Entry>> {
     t.wildcard.get(&format!(".{parent}"))
 }
 
+/// Whether a configured site claims `name`, exactly or by its wildcard.
+fn claimed(t: &Table, name: &str) -> bool {
+    t.claimed.contains(name)
+        || name
+            .split_once('.')
+            .is_some_and(|(_, p)| t.claimed.contains(&format!("*.{p}")))
+}
+
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let t = self.table.load();
@@ -145,11 +149,7 @@ impl ResolvesServerCert for CertStore {
         if let Some(e) = lookup(&t, &sni) {
             return Some(Arc::clone(&e.key));
         }
-        let claimed = t.claimed.contains(&sni)
-            || sni
-                .split_once('.')
-                .is_some_and(|(_, p)| t.claimed.contains(&format!("*.{p}")));
-        if claimed {
+        if claimed(&t, &sni) {
             // A configured site without its certificate yet: fail this name only.
             return None;
         }
