@@ -5,7 +5,9 @@
 //! path prefix wins. A prefix matches on segment boundaries: `/api` matches `/api`,
 //! `/api/` and `/api/x`, never `/apix`; a prefix ending in `/` matches what starts with it.
 
-use std::collections::HashMap;
+// FxHash: the host is looked up on every request, and the keys come from the config
+// (a client only looks up), so a keyed hash buys nothing here.
+use rustc_hash::FxHashMap as HashMap;
 
 use crate::config::{HostMatch, Route};
 

@@ -1,10 +1,7 @@
 //! Changing the headers of a request or response head in place, without pingora's
 //! header-case map, and dropping the headers that describe one connection only.
 
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION,
-    TRAILER,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::{ErrorType, OrErr};
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -58,49 +55,19 @@ pub fn header_value<V: TryInto<HeaderValue>>(v: V) -> pingora_core::Result<Heade
         .explain_err(ErrorType::InvalidHTTPHeader, |_| "invalid header value")
 }
 
-/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1).
-const HOP_BY_HOP: [HeaderName; 5] = [
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    PROXY_AUTHENTICATE,
-    PROXY_AUTHORIZATION,
-    TRAILER,
-];
-
-/// Names listed in `Connection` (other than `close`/`keep-alive`/`upgrade`); almost
-/// always none, so nothing is allocated in the common case.
-fn connection_listed(headers: &HeaderMap) -> Vec<HeaderName> {
-    let mut out = Vec::new();
-    for v in headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-    {
-        for t in v.split(',').map(str::trim) {
-            let plain = t.is_empty()
-                || t.eq_ignore_ascii_case("close")
-                || t.eq_ignore_ascii_case("keep-alive")
-                || t.eq_ignore_ascii_case("upgrade");
-            if !plain {
-                if let Ok(n) = HeaderName::from_bytes(t.to_ascii_lowercase().as_bytes()) {
-                    out.push(n);
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Drops hop-by-hop headers from a response (pingora rewrites `Connection` itself).
-/// A request needs no such step here: pingora's upstream request policy (the
-/// default, `HttpUpstreamRequestPolicy::standard`) strips the same names, those the
-/// client's `Connection` lists and any `Upgrade` but WebSocket's, before
-/// `upstream_request_filter` runs.
-pub fn strip_response_hop_by_hop(h: &mut HeaderMap) {
-    for name in connection_listed(h) {
+/// Removes every header whose name `doomed` picks. Each name is looked at, but only
+/// those removed are hashed: cheaper than a `remove` per candidate name, which hashes
+/// and probes for each although the header is almost never there.
+pub fn remove_where(h: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    while let Some(name) = h.keys().find(|n| doomed(n)).cloned() {
         h.remove(&name);
     }
-    for name in &HOP_BY_HOP {
+}
+
+/// [`remove_where`] for a list of names held elsewhere (a route's `remove`): the name
+/// removed is the list's own, so nothing is cloned or collected.
+pub fn remove_listed(h: &mut HeaderMap, names: &[HeaderName]) {
+    while let Some(name) = h.keys().find_map(|k| names.iter().find(|n| *n == k)) {
         h.remove(name);
     }
 }
@@ -142,17 +109,26 @@ mod tests {
     }
 
     #[test]
-    fn hop_by_hop_stripping() {
-        let mut resp = HeaderMap::new();
-        resp.insert("connection", "close, X-Secret".parse().unwrap());
-        resp.insert("x-secret", "1".parse().unwrap());
-        resp.insert("keep-alive", "timeout=5".parse().unwrap());
-        resp.insert("trailer", "x-checksum".parse().unwrap());
-        resp.insert("x-kept", "1".parse().unwrap());
-        strip_response_hop_by_hop(&mut resp);
-        for gone in ["x-secret", "keep-alive", "trailer"] {
-            assert!(resp.get(gone).is_none(), "{gone}");
-        }
-        assert!(resp.get("x-kept").is_some());
+    fn remove_where_removes_every_value_of_picked_names_only() {
+        let mut h = HeaderMap::new();
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert("x-b", HeaderValue::from_static("3"));
+        remove_where(&mut h, |n| n == "x-a");
+        assert!(h.get("x-a").is_none());
+        assert_eq!(h["x-b"], "3");
+        remove_where(&mut h, |_| false);
+        assert_eq!(h.len(), 1);
+        h.append("x-a", HeaderValue::from_static("1"));
+        h.append("x-a", HeaderValue::from_static("2"));
+        h.insert("x-c", HeaderValue::from_static("4"));
+        remove_listed(
+            &mut h,
+            &[
+                HeaderName::from_static("x-a"),
+                HeaderName::from_static("x-c"),
+            ],
+        );
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["x-b"]);
     }
 }

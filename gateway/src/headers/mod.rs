@@ -1,5 +1,6 @@
 //! Header work on the request path, as pure functions, one job per file:
-//! `edit` (changing a head's headers; hop-by-hop stripping), `forwarded` (who the
+//! `edit` (changing a head's headers in place), `hop_by_hop` (what never crosses the
+//! gateway: connection headers, on the way up and back), `forwarded` (who the
 //! client is behind trusted proxies; what `X-Forwarded-For` says upstream), `host`
 //! (which host a request names, and whether it names one acceptably) and `framing`
 //! (what the head says about the body: lengths, sizes, ambiguous framing).
@@ -8,11 +9,12 @@
 pub mod edit;
 pub mod forwarded;
 pub mod framing;
+pub mod hop_by_hop;
 pub mod host;
 
 use http::header::HeaderName;
 
-pub use edit::{edit_request, edit_response, header_value, strip_response_hop_by_hop};
+pub use edit::{edit_request, edit_response, header_value, remove_listed, remove_where};
 pub use forwarded::{client_ip, forwarded_for, ip_text, is_trusted};
 pub use host::{ascii_lowercase, host_acceptable, request_host};
 

@@ -4,6 +4,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::HeaderPolicy;
+use crate::headers::edit::remove_listed;
 
 #[derive(Debug, Default)]
 pub struct HeaderRules {
@@ -40,9 +41,9 @@ impl HeaderRules {
     }
 
     pub fn apply(&self, h: &mut HeaderMap) {
-        for name in &self.remove {
-            h.remove(name);
-        }
+        // One look at each header, not a hash and probe per name on the list (the
+        // defaults name two, often absent).
+        remove_listed(h, &self.remove);
         for (name, value) in &self.set {
             // A name parsed at load is shared, not copied, by the clone.
             h.insert(name.clone(), value.clone());

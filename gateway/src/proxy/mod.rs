@@ -13,6 +13,7 @@ pub mod respond;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use http::header::Entry;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -252,22 +253,32 @@ impl ProxyHttp for Gateway {
         // HTTP/2 carries the host in `:authority` (the URI), HTTP/1.1 in `Host`.
         let host =
             headers::host::authority(&session.req_header().headers, &session.req_header().uri);
+        let http11 = session.req_header().version == http::Version::HTTP_11;
         headers::edit_request(up, |h| -> Result<()> {
-            // Hop-by-hop names are gone already (see `headers::strip_response_hop_by_hop`).
+            // What pingora's standard upstream request policy would have done, which the
+            // pool's peers switch off (`headers::hop_by_hop` says why). A refusal is the
+            // client's fault: 400, as the policy answers.
+            headers::hop_by_hop::strip_request(h, http11).map_err(|n| {
+                let mut e = Error::explain(ErrorType::InvalidHTTPHeader, n.message());
+                e.as_down();
+                e
+            })?;
             // Room for the four added below at once: the map is sized for the client's
             // headers and would otherwise grow (rehashing) more than once on the way.
             h.reserve(4);
             h.insert(X_REQUEST_ID, ctx.request_id.header());
             let from_trusted = peer.is_some_and(|p| headers::is_trusted(p, trusted));
             match peer {
-                Some(peer) => {
-                    let xff = headers::forwarded_for(
-                        peer,
-                        h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()),
-                        trusted,
-                    );
-                    h.insert(X_FORWARDED_FOR, header_value(xff)?);
-                }
+                // One lookup for the read and the write (the name is hashed once).
+                Some(peer) => match h.entry(X_FORWARDED_FOR) {
+                    Entry::Occupied(mut e) => {
+                        let xff = headers::forwarded_for(peer, Some(e.get().as_bytes()), trusted);
+                        e.insert(header_value(xff)?);
+                    }
+                    Entry::Vacant(e) => {
+                        e.insert(header_value(headers::forwarded_for(peer, None, trusted))?);
+                    }
+                },
                 // No peer address to vouch for: the client's claim is not passed on.
                 None => {
                     h.remove(&X_FORWARDED_FOR);
@@ -349,7 +360,7 @@ impl ProxyHttp for Gateway {
             req.version == http::Version::HTTP_11,
         );
         headers::edit_response(resp, |h| {
-            headers::strip_response_hop_by_hop(h);
+            headers::hop_by_hop::strip_response(h);
             compress_response(status, h, ctx, head, http11);
             respond::finish_header_map(h, &ctx.finish())
         });

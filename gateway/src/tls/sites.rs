@@ -1,7 +1,9 @@
 //! Which site a request's Host belongs to (for the HTTP->HTTPS redirect and HSTS), with
 //! header values prepared once per snapshot.
 
-use std::collections::HashMap;
+// FxHash: the host is looked up on every request, and the keys come from the config
+// (a client only looks up), so a keyed hash buys nothing here.
+use rustc_hash::FxHashMap as HashMap;
 
 use http::HeaderValue;
 

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::upstreams::peer::{HttpPeer, HttpUpstreamRequestPolicy};
 use pingora_load_balancing::selection::RoundRobin;
 use pingora_load_balancing::{Backends, LoadBalancer};
 
@@ -163,6 +163,9 @@ impl Pool {
         let o = &mut peer.options;
         o.connection_timeout = Some(self.config.connect_timeout);
         o.write_timeout = Some(self.config.write_timeout);
+        // The gateway strips hop-by-hop request headers itself, in one pass
+        // (`headers::hop_by_hop`), with the same refusals as this policy's standard form.
+        o.http_upstream_request_policy = HttpUpstreamRequestPolicy::preserve();
         o.idle_timeout = Some(self.config.idle_timeout);
         // An upgraded connection (WebSocket) is idle between messages for long stretches;
         // the read timeout is what ends an idle tunnel.
