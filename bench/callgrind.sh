@@ -9,16 +9,19 @@
 #
 # plain/policy: wrk over HTTP/1.1 keep-alive (8 connections); https: the same over TLS
 # (8 handshakes, then keep-alive); h2: h2load, 10 connections x 10 streams over TLS.
-# GATEWAY_BIN=path measures that binary instead of building target/release/gateway
-# (bench/pingora-patched.sh uses it for a build against a patched Pingora).
+# GATEWAY_BIN=path measures that binary instead of building target/release/gateway (or,
+# with TARGET=bare-pingora, the example): bench/pingora-patched.sh uses it for a build
+# against a patched Pingora.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIO="${1:-plain}"
 TARGET="${TARGET:-gateway}"
 bash tests/deps.sh valgrind nginx wrk nghttp2-client
 if [ "$TARGET" = bare-pingora ]; then
-  cargo build --release -p gateway --example bare_pingora 2>&1 | tail -1
-  GATEWAY_BIN=target/release/examples/bare_pingora
+  if [ -z "${GATEWAY_BIN:-}" ]; then
+    cargo build --release -p gateway --example bare_pingora 2>&1 | tail -1
+    GATEWAY_BIN=target/release/examples/bare_pingora
+  fi
 elif [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release -p gateway 2>&1 | tail -1
   GATEWAY_BIN=target/release/gateway

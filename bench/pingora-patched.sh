@@ -6,6 +6,9 @@
 # bench/callgrind.sh, patched and unpatched in the same run, then req/s and CPU per
 # request from wrk in alternating rounds (ROUNDS, default 3; 10 s each).
 # Usage: bench/pingora-patched.sh NAME [plain|policy]   (about 17 minutes the first time)
+#        TARGET=bare-pingora bench/pingora-patched.sh NAME [plain|https|h2]
+#        (the floor, gateway/examples/bare_pingora.rs: instructions only, for a patch to
+#        code the gateway itself no longer runs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 NAME="${1:?usage: bench/pingora-patched.sh NAME [plain|policy]}"
@@ -36,6 +39,16 @@ print(os.path.dirname(pkgs[0]["manifest_path"]))' "$crate")"
 done
 patch -p1 -d "$WORK" < "$PATCH"
 
+if [ "${TARGET:-gateway}" = bare-pingora ]; then
+  CARGO_TARGET_DIR=target/pingora-patched cargo build --release -p gateway --example bare_pingora "${args[@]}" 2>&1 | tail -1
+  cp "$WORK/Cargo.lock.orig" Cargo.lock
+  echo "== unpatched"
+  TARGET=bare-pingora bench/callgrind.sh "$SCENARIO" | tail -1
+  echo "== with $NAME.patch"
+  TARGET=bare-pingora GATEWAY_BIN=target/pingora-patched/release/examples/bare_pingora \
+    bench/callgrind.sh "$SCENARIO" | tail -1
+  exit 0
+fi
 CARGO_TARGET_DIR=target/pingora-patched cargo build --release -p gateway "${args[@]}" 2>&1 | tail -1
 cp "$WORK/Cargo.lock.orig" Cargo.lock
 
