@@ -1,5 +1,6 @@
 //! Changing the headers of a request or response head in place, without pingora's
-//! header-case map, and dropping the headers that describe one connection only.
+//! header-case map, and removing headers by one look at each name (the hop-by-hop
+//! stripping in `hop_by_hop.rs` and a route's `remove` list use it).
 
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use pingora_core::{ErrorType, OrErr};

@@ -14,7 +14,7 @@ pub mod host;
 
 use http::header::HeaderName;
 
-pub use edit::{edit_request, edit_response, header_value, remove_listed, remove_where};
+pub use edit::{edit_request, edit_response, header_value, remove_listed};
 pub use forwarded::{client_ip, forwarded_for, ip_text, is_trusted};
 pub use host::{ascii_lowercase, host_acceptable, request_host};
 

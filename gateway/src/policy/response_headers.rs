@@ -4,7 +4,7 @@
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::config::HeaderPolicy;
-use crate::headers::edit::remove_listed;
+use crate::headers::remove_listed;
 
 #[derive(Debug, Default)]
 pub struct HeaderRules {

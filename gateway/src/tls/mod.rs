@@ -19,11 +19,11 @@ pub mod store;
 use std::sync::{Arc, Mutex};
 
 use internal::LocalCa;
+use store::{CertStore, Challenges};
 
 /// The config in force now (a reload replaces it), for the background services and
 /// the pre-TLS hook.
 pub type ConfigSource = Box<dyn Fn() -> Arc<crate::config::Config> + Send + Sync>;
-use store::{CertStore, Challenges};
 
 /// Shared by the HTTPS listeners (certificates), the proxy (HTTP-01 answers) and the
 /// manager (issuance).

@@ -94,8 +94,19 @@ impl OnDemandState {
     /// Stops keeping `name` (the ask endpoint no longer allows it).
     pub fn forget(&self, metrics: &Metrics, name: &str, ttl: Duration) {
         self.admitted.remove(name);
-        metrics.on_demand_names.set(self.admitted.len() as i64);
+        self.count_names(metrics);
         self.refuse(name, ttl);
+    }
+
+    /// Keeps `name` from now on (admitted, or restored from an earlier run).
+    fn keep(&self, metrics: &Metrics, name: &str) {
+        self.admitted.insert(name.to_owned(), ());
+        self.count_names(metrics);
+    }
+
+    /// `gateway_tls_on_demand_names`, after every change to the admitted set.
+    fn count_names(&self, metrics: &Metrics) {
+        metrics.on_demand_names.set(self.admitted.len() as i64);
     }
 
     fn refuse(&self, name: &str, ttl: Duration) {
@@ -180,8 +191,7 @@ impl OnDemandState {
             .ok()
             .flatten();
         if let Some(entry) = kept {
-            self.admitted.insert(name.to_owned(), ());
-            metrics.on_demand_names.set(self.admitted.len() as i64);
+            self.keep(metrics, name);
             manager::install(tls, metrics, entry, false);
             count("restored");
             return Ok(());
@@ -235,8 +245,7 @@ impl OnDemandState {
                 ));
             }
             recent.push_back(Instant::now());
-            self.admitted.insert(name.to_owned(), ());
-            metrics.on_demand_names.set(self.admitted.len() as i64);
+            self.keep(metrics, name);
         }
         count("allowed");
         tracing::info!(
