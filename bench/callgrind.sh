@@ -12,6 +12,9 @@
 # GATEWAY_BIN=path measures that binary instead of building target/release/gateway (or,
 # with TARGET=bare-pingora, the example): bench/pingora-patched.sh uses it for a build
 # against a patched Pingora.
+# CACHE_SIM=1 adds valgrind's cache simulation (its model of this machine's caches) and
+# prints misses per request beside the instructions: what a larger working set costs,
+# which the instruction count does not show (this VM exposes no hardware counters).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SCENARIO="${1:-plain}"
@@ -48,6 +51,7 @@ else:
     args = ["run", "--config", cfg]
 gw = measure.spawn(run, "callgrind",
     ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={run}/callgrind.out",
+     *(["--cache-sim=yes"] if os.environ.get("CACHE_SIM") else []),
      os.environ["GATEWAY_BIN"], *args], 1, log=f"{run}/target.log")
 assert measure.wait_port(https if scenario in ("https", "h2") else http, timeout=120), \
     f"{target} under valgrind did not start"
@@ -65,15 +69,21 @@ res = load(10)
 subprocess.run(["callgrind_control", "-i", "off", str(gw.pid)], check=True, capture_output=True)
 subprocess.run(["callgrind_control", "-d", str(gw.pid)], check=True, capture_output=True)
 time.sleep(1)
-total = 0
+total, events, counts = 0, [], []
 for f in glob.glob(f"{run}/callgrind.out*"):
     for line in open(f):
-        m = re.match(r"summary: (\d+)", line) or re.match(r"totals: (\d+)", line)
-        if m:
-            total = max(total, int(m.group(1)))
+        if line.startswith("events:"):
+            names = line.split()[1:]
+        m = re.match(r"(?:summary|totals): ([\d ]+)", line)
+        if m and int(m.group(1).split()[0]) > total:
+            counts = [int(x) for x in m.group(1).split()]
+            total, events = counts[0], names
 measure.stop(gw)
 measure.stop(up)
 assert res["errors"] == 0 and res["requests"] > 0, f"the load failed: {res}"
 print(f"{target} {scenario}: {res['requests']} requests, {total} instructions, "
       f"{total / max(res['requests'], 1):.0f} instructions/request")
+if len(events) > 1:
+    print("per request: " + ", ".join(f"{e} {c / max(res['requests'], 1):.0f}"
+                                      for e, c in zip(events, counts)))
 PY

@@ -7,16 +7,19 @@
 #   bench/cpu-split.sh                 # gateway and nginx at saturation
 #   RATE=5000 bench/cpu-split.sh       # at a fixed offered rate instead
 #   bench/cpu-split.sh gateway haproxy # other targets
+#   SCHEME=https RATE=5000 bench/cpu-split.sh gateway bare-pingora nginx
+#                                      # over TLS keep-alive (wrk's https), beside the floor
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="$(mktemp -d /tmp/gateway-cpu-split.XXXXXX)"
 trap 'python3 bench/measure.py --run "$RUN" --stop-all' EXIT
 source bench/prepare.sh nginx caddy haproxy wrk
-python3 - "$RUN" "${RATE:-0}" "${@:-gateway nginx}" <<'PY'
+python3 - "$RUN" "${RATE:-0}" "${SCHEME:-http}" "${@:-gateway nginx}" <<'PY'
 import glob, os, sys
 sys.path.insert(0, "bench")
 import measure
-run, rate, targets = sys.argv[1], int(sys.argv[2]), " ".join(sys.argv[3:]).split()
+run, rate, scheme = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+targets = " ".join(sys.argv[4:]).split()
 SECONDS = 8
 measure.setup(run)
 measure.start_upstreams(run)
@@ -45,7 +48,8 @@ print(f"{'target':8} {'req/s':>7} {'user us/req':>12} {'sys us/req':>11} "
       f"{'faults/req':>10} {'switches/req':>12} {'core 0 idle':>11}")
 for target in targets:
     proc = measure.start_target(run, target, False)
-    url = f"http://127.0.0.1:{measure.PORTS[target][0]}/"
+    port = measure.PORTS[target][0 if scheme == "http" else 1]
+    url = f"{scheme}://localhost:{port}/" if scheme == "https" else f"http://127.0.0.1:{port}/"
     measure.run_wrk(url, 2, 50)  # warm up
     pids = measure.tree(proc.pid)
     p0, c0 = process(pids), core0()

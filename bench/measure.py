@@ -590,6 +590,8 @@ def main():
     ap.add_argument("--conns", type=int, default=50)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--only", default="", help="comma-separated scenarios; results go to only-<names>.md")
+    ap.add_argument("--targets", default="",
+                    help="comma-separated targets (nginx is always kept: the ratios need it)")
     a = ap.parse_args()
     if a.stop_all:
         stop_all(a.run)
@@ -607,6 +609,8 @@ def main():
     plan += [("gateway", "https-new-ondemand")]
     if a.only:
         plan = [(t, sc) for t, sc in plan if sc in a.only.split(",")]
+    if a.targets:
+        plan = [(t, sc) for t, sc in plan if t in a.targets.split(",") + ["nginx"]]
     rounds = []
     for r in range(a.rounds):
         results = {}
@@ -640,6 +644,8 @@ def report(rounds, memory, a):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"only-{a.only.replace(',', '-')}" if a.only else "latest"
+    if a.targets:
+        name += f"-{a.targets.replace(',', '-')}"
     (out / f"{name}.json").write_text(json.dumps({"rounds": rounds, "memory": memory}, indent=1))
     keys = list(rounds[0].keys())
     rows = []
@@ -678,6 +684,23 @@ proxy's default (gateway: zstd 3, br 4; Caddy: zstd "default").
 |---|---|---|---|---|---|---|
 {chr(10).join(crow)}
 """ if crow else "")
+    # The gateway against the floor, round by round: both ran in the same round, so the
+    # ratio is free of the VM's drift between rounds, and the spread of the per-round
+    # ratios shows what one run can resolve.
+    frows = []
+    for scenario in sorted({k.split("/")[1] for k in keys}):
+        g, f = f"gateway/{scenario}", f"bare-pingora/{scenario}"
+        if g not in keys or f not in keys:
+            continue
+        rps = [r[g]["rps"] / r[f]["rps"] for r in rounds if r[f]["rps"]]
+        cpu = [r[g]["cpu_us_per_req"] / r[f]["cpu_us_per_req"] for r in rounds
+               if r[g]["cpu_us_per_req"] and r[f]["cpu_us_per_req"]]
+        each = ", ".join(f"{x:.2f}" for x in rps)
+        frows.append(f"| {scenario} | {each} | {median(rps):.2f}x | "
+                     f"{'-' if not cpu else f'{median(cpu):.2f}x'} |")
+    floor_table = ("The gateway against the floor (bare Pingora), per round and median:\n\n"
+                   "| scenario | req/s ratio by round | median | CPU/request ratio (median) |\n"
+                   f"|---|---|---|---|\n{chr(10).join(frows)}\n") if frows else ""
     text = f"""# Benchmark results
 
 {a.rounds} rounds, {a.duration} s per measurement, wrk -t1 -c{a.conns} (h2load -c10 -m10 for h2;
@@ -693,6 +716,7 @@ upstreams and load generator on core 0. In the saturating `h2` scenario latency 
 |---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
+{floor_table}
 {compress_table}
 {mem_table}"""
     (out / f"{name}.md").write_text(text)

@@ -6,6 +6,8 @@
 #   bench/run.sh                  # 3 rounds, 10 s per measurement
 #   ROUNDS=5 DURATION=20 bench/run.sh
 #   ONLY=api bench/run.sh         # some scenarios only (results: bench/results/only-api.md)
+#   ONLY=http,https,h2 TARGETS=gateway,bare-pingora ROUNDS=5 bench/run.sh
+#                                 # some targets only (nginx always runs: the ratios need it)
 #
 # Layout on the 2 cores: the proxy under test alone on core 1 (one worker / thread);
 # the three upstream replicas (one nginx, worker_processes 1, three ports) and the load
@@ -22,4 +24,4 @@ source bench/prepare.sh nginx caddy haproxy wrk nghttp2-client
 
 
 python3 bench/measure.py --run "$RUN" --rounds "$ROUNDS" --duration "$DURATION" --conns "$CONNS" \
-  --out bench/results --only "${ONLY:-}"
+  --out bench/results --only "${ONLY:-}" --targets "${TARGETS:-}"
