@@ -20,11 +20,9 @@ cd "$(dirname "$0")/.."
 SCENARIO="${1:-plain}"
 TARGET="${TARGET:-gateway}"
 bash tests/deps.sh valgrind nginx wrk nghttp2-client
-if [ "$TARGET" = bare-pingora ]; then
-  if [ -z "${GATEWAY_BIN:-}" ]; then
-    cargo build --release -p gateway --example bare_pingora 2>&1 | tail -1
-    GATEWAY_BIN=target/release/examples/bare_pingora
-  fi
+if [ -z "${GATEWAY_BIN:-}" ] && [ "$TARGET" = bare-pingora ]; then
+  cargo build --release -p gateway --example bare_pingora 2>&1 | tail -1
+  GATEWAY_BIN=target/release/examples/bare_pingora
 elif [ -z "${GATEWAY_BIN:-}" ]; then
   cargo build --release -p gateway 2>&1 | tail -1
   GATEWAY_BIN=target/release/gateway

@@ -35,12 +35,10 @@ measure.setup(run)
 up = measure.start_upstreams(run)
 for target in ("gateway", "bare-pingora"):
     proc = measure.start_target(run, target, False)
-    http, https = measure.PORTS[target]
-    for name, res in (("http", measure.run_wrk(f"http://127.0.0.1:{http}/", 5, 50)),
-                      ("https", measure.run_wrk(f"https://localhost:{https}/", 5, 50)),
-                      ("h2", measure.run_h2load(f"https://localhost:{https}/", 5))):
-        assert res["errors"] == 0 and res["requests"] > 0, f"{target} {name}: {res}"
-        print(f"{target} {name}: {res['requests']} requests", flush=True)
+    for scenario in ("http", "https", "h2"):
+        res = measure.measure(run, target, proc, scenario, 5, 50)
+        assert res["errors"] == 0 and res["requests"] > 0, f"{target} {scenario}: {res}"
+        print(f"{target} {scenario}: {res['requests']} requests", flush=True)
     # SIGINT: Pingora's fast shutdown exits the process normally, which writes the
     # profile (a SIGKILL after a slow graceful shutdown would lose it).
     os.kill(proc.pid, signal.SIGINT)
