@@ -170,6 +170,14 @@ async fn one_order_per_name_served_by_every_gateway() {
         "{log}"
     );
     assert_eq!(orders_ok(&c).await, 1.0);
+    // B, whose certificate came from the store while its first attempt was under
+    // way, never ordered one of its own (that attempt once went on to the lock).
+    assert_eq!(orders_ok(&b).await, 0.0, "B ordered: {}", b.log_text());
+    let pebble_orders = std::fs::read_to_string(&pebble.log)
+        .unwrap()
+        .matches("POST /order-plz")
+        .count();
+    assert_eq!(pebble_orders, 2, "the first order and C's");
     assert!(redis
         .cli(&["GET", &format!("gateway:cert:{NAME}")])
         .contains("enc:v1:"));

@@ -92,6 +92,7 @@ impl Attempt {
                 status.failures = 0;
                 status.retry_at = None;
             }
+            Ok(Done::Current) => r.failures = 0,
             Ok(Done::Later) => r.next_attempt = Instant::now() + OTHERS_ORDER,
             Err(e) => {
                 self.metrics.acme_orders.with_label_values(&["error"]).inc();
@@ -124,6 +125,11 @@ impl Attempt {
 
     async fn attempt(&self) -> Result<Done, String> {
         let primary = &self.site.names[0];
+        // Spawned while the site was due; a certificate may have been installed since
+        // (the manager's own sync, a store event): then there is nothing to order.
+        if !self.due() {
+            return Ok(Done::Current);
+        }
         if let (Some(policy), Some(_)) = (&self.on_demand, self.tls.store.get(primary)) {
             // A renewal: only while the app still wants the name.
             if !self.tls.on_demand.still_allowed(policy, primary).await? {
@@ -158,20 +164,16 @@ impl Attempt {
                 None
             }
             Some(store) => {
-                if shared::sync_site(
-                    store,
-                    &self.tls,
-                    &self.metrics,
-                    &self.site,
-                    self.default,
-                    &self.tls_cfg.state_dir,
-                )
-                .await
-                    && !super::manager::due(&self.tls, &self.site, self.acme.renew_before)
-                {
+                if self.current_from(store).await {
                     return Ok(Done::Installed);
                 }
                 match store.try_lock(primary, LOCK_TTL).await {
+                    // Read again once the lock is ours: the gateway that held it may
+                    // have stored its certificate and let go in between.
+                    Ok(Some(lock)) if self.current_from(store).await => {
+                        let _ = store.release_lock(&lock).await;
+                        return Ok(Done::Installed);
+                    }
                     Ok(Some(lock)) => Some(lock),
                     Ok(None) => {
                         tracing::debug!(event = "acme_order_elsewhere", names = ?self.site.names, "another gateway holds the order lock");
@@ -246,6 +248,28 @@ impl Attempt {
         Ok(Done::Installed)
     }
 
+    /// Whether the site has no certificate in service, or one due for replacement.
+    fn due(&self) -> bool {
+        super::manager::due(&self.tls, &self.site, self.acme.renew_before)
+    }
+
+    /// Installs the store's certificate if it is newer than the one in service, then
+    /// tells whether what is in service now is current. Asked of the service, not of
+    /// the sync: a copy no newer than the one the manager installed meanwhile is not
+    /// installed again, and must not lead to an order either.
+    async fn current_from(&self, store: &Store) -> bool {
+        shared::sync_site(
+            store,
+            &self.tls,
+            &self.metrics,
+            &self.site,
+            self.default,
+            &self.tls_cfg.state_dir,
+        )
+        .await;
+        !self.due()
+    }
+
     /// Writes the certificate to the state dir (served at the next start without the
     /// CA or the store) and parses it for service.
     fn keep(&self, chain: &str, key: &str) -> Result<Entry, String> {
@@ -261,6 +285,8 @@ impl Attempt {
 
 enum Done {
     Installed,
+    /// The certificate in service became current before the attempt began.
+    Current,
     /// Another gateway holds the order lock, or the store has not answered yet.
     Later,
 }
