@@ -12,6 +12,9 @@
 # GATEWAY_BIN=path measures that binary instead of building target/release/gateway (or,
 # with TARGET=bare-pingora, the example): bench/pingora-patched.sh uses it for a build
 # against a patched Pingora.
+# HEAD=browser sends the request head a browser sends for a page (~900 bytes,
+# measure.BROWSER_HEAD) instead of wrk's and h2load's ~40: per-byte work on the head
+# shows only then.
 # CACHE_SIM=1 adds valgrind's cache simulation (its model of this machine's caches) and
 # prints misses per request beside the instructions: what a larger working set costs,
 # which the instruction count does not show (this VM exposes no hardware counters).
@@ -54,12 +57,14 @@ gw = measure.spawn(run, "callgrind",
 assert measure.wait_port(https if scenario in ("https", "h2") else http, timeout=120), \
     f"{target} under valgrind did not start"
 
+head = measure.BROWSER_HEAD if os.environ.get("HEAD") == "browser" else []
+
 def load(seconds):
     if scenario == "https":
-        return measure.run_wrk(f"https://localhost:{https}/", seconds, 8)
+        return measure.run_wrk(f"https://localhost:{https}/", seconds, 8, measure.head_args(head))
     if scenario == "h2":
-        return measure.run_h2load(f"https://localhost:{https}/", seconds)
-    return measure.run_wrk(f"http://127.0.0.1:{http}/", seconds, 8)
+        return measure.run_h2load(f"https://localhost:{https}/", seconds, head=head)
+    return measure.run_wrk(f"http://127.0.0.1:{http}/", seconds, 8, measure.head_args(head))
 
 load(3)   # warm up
 subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], check=True, capture_output=True)
@@ -79,7 +84,7 @@ for f in glob.glob(f"{run}/callgrind.out*"):
 measure.stop(gw)
 measure.stop(up)
 assert res["errors"] == 0 and res["requests"] > 0, f"the load failed: {res}"
-print(f"{target} {scenario}: {res['requests']} requests, {total} instructions, "
+print(f"{target} {scenario}{' (browser head)' if head else ''}: {res['requests']} requests, {total} instructions, "
       f"{total / max(res['requests'], 1):.0f} instructions/request")
 if len(events) > 1:
     print("per request: " + ", ".join(f"{e} {c / max(res['requests'], 1):.0f}"
