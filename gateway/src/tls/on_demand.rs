@@ -196,7 +196,9 @@ impl OnDemandState {
             count("restored");
             return Ok(());
         }
-        match self.decide(policy, name).await {
+        // Held until this function returns, after the answer is recorded below.
+        let (decision, _ask) = self.decide(policy, name).await;
+        match decision {
             Decision::Allowed => {}
             Decision::Refused(why) => {
                 count("refused");
@@ -257,8 +259,9 @@ impl OnDemandState {
         Ok(())
     }
 
-    /// One ask per name at a time, shared by every handshake that needs the answer.
-    async fn decide(&self, policy: &OnDemand, name: &str) -> Decision {
+    /// One ask per name at a time, shared by every handshake that needs the answer;
+    /// the ask is forgotten when the returned handle is dropped.
+    async fn decide<'a>(&'a self, policy: &OnDemand, name: &'a str) -> (Decision, Ask<'a>) {
         let cell = Arc::clone(
             self.asking
                 .entry(name.to_owned())
@@ -267,6 +270,14 @@ impl OnDemandState {
         );
         let decision = cell
             .get_or_init(|| async {
+                // A handshake that found the name neither admitted nor refused may get
+                // here after the ask that settled it is over: that answer stands.
+                if self.admitted.contains_key(name) {
+                    return Decision::Allowed;
+                }
+                if self.refused.get(name).is_some_and(|u| *u > Instant::now()) {
+                    return Decision::Refused("it refused the name recently".to_owned());
+                }
                 match self.ask_slots.try_acquire() {
                     Ok(_slot) => self.ask(policy, name).await,
                     Err(_) => Decision::Unknown(format!("{ASKS_AT_ONCE} asks in flight already")),
@@ -274,8 +285,12 @@ impl OnDemandState {
             })
             .await
             .clone();
-        self.asking.remove_if(name, |_, c| Arc::ptr_eq(c, &cell));
-        decision
+        let ask = Ask {
+            asking: &self.asking,
+            name,
+            cell,
+        };
+        (decision, ask)
     }
 
     async fn ask(&self, policy: &OnDemand, name: &str) -> Decision {
@@ -328,6 +343,22 @@ fn without_url(e: &reqwest::Error) -> String {
         source = inner.source();
     }
     s
+}
+
+/// A name's shared ask, forgotten when dropped: by `admit`, once the answer is recorded
+/// (admitted or refused), so that a later handshake finds the ask or the record, never
+/// neither (which made it ask again).
+struct Ask<'a> {
+    asking: &'a DashMap<String, Arc<OnceCell<Decision>>>,
+    name: &'a str,
+    cell: Arc<OnceCell<Decision>>,
+}
+
+impl Drop for Ask<'_> {
+    fn drop(&mut self) {
+        self.asking
+            .remove_if(self.name, |_, c| Arc::ptr_eq(c, &self.cell));
+    }
 }
 
 #[cfg(test)]
