@@ -58,13 +58,14 @@ assert measure.wait_port(https if scenario in ("https", "h2") else http, timeout
     f"{target} under valgrind did not start"
 
 head = measure.BROWSER_HEAD if os.environ.get("HEAD") == "browser" else []
+wrk_head = measure.head_args(head)
 
 def load(seconds):
     if scenario == "https":
-        return measure.run_wrk(f"https://localhost:{https}/", seconds, 8, measure.head_args(head))
+        return measure.run_wrk(f"https://localhost:{https}/", seconds, 8, wrk_head)
     if scenario == "h2":
         return measure.run_h2load(f"https://localhost:{https}/", seconds, head=head)
-    return measure.run_wrk(f"http://127.0.0.1:{http}/", seconds, 8, measure.head_args(head))
+    return measure.run_wrk(f"http://127.0.0.1:{http}/", seconds, 8, wrk_head)
 
 load(3)   # warm up
 subprocess.run(["callgrind_control", "-i", "on", str(gw.pid)], check=True, capture_output=True)

@@ -61,46 +61,35 @@ impl HeadScan {
         (bare, None)
     }
 
-    /// Takes bytes that hold no LF: the text of a line (CRs do not count toward its
-    /// length), perhaps ending in the CR of its line end.
+    /// Takes bytes that hold no LF: a line's text, perhaps ending in the CR of its line
+    /// end. CRs do not count toward a line's length; whether the last byte was one is
+    /// what the LF after it checks.
     fn take_line_bytes(&mut self, bytes: &[u8]) {
-        let Some((&last, before)) = bytes.split_last() else {
-            return;
-        };
-        if memchr::memchr(b'\r', before).is_some() {
-            // A CR inside a line, which the parser refuses: rare, so byte by byte.
-            for &b in bytes {
-                self.take_byte(b);
-            }
-            return;
-        }
-        let text = if last == b'\r' { before } else { bytes };
-        if !text.is_empty() {
-            if !self.seen_line && self.line_len < FIRST_LINE_CAP {
-                let n = text.len().min(FIRST_LINE_CAP - self.line_len);
-                self.first[self.line_len..self.line_len + n].copy_from_slice(&text[..n]);
-                self.first_len = self.line_len + n;
-            }
-            self.line_len += text.len();
-            self.last_was_cr = false;
-        }
-        if last == b'\r' {
+        let mut rest = bytes;
+        // Most lines end in their CR: the search stops there, not on an empty rest.
+        while let Some(cr) = (!rest.is_empty())
+            .then(|| memchr::memchr(b'\r', rest))
+            .flatten()
+        {
+            self.take_text(&rest[..cr]);
             self.last_was_cr = true;
+            rest = &rest[cr + 1..];
         }
+        self.take_text(rest);
     }
 
-    /// One byte that is not an LF.
-    fn take_byte(&mut self, b: u8) {
-        if b == b'\r' {
-            self.last_was_cr = true;
+    /// Takes text with neither CR nor LF; the start of a request line is kept.
+    fn take_text(&mut self, text: &[u8]) {
+        if text.is_empty() {
             return;
         }
-        self.last_was_cr = false;
         if !self.seen_line && self.line_len < FIRST_LINE_CAP {
-            self.first[self.line_len] = b;
-            self.first_len = self.line_len + 1;
+            let n = text.len().min(FIRST_LINE_CAP - self.line_len);
+            self.first[self.line_len..self.line_len + n].copy_from_slice(&text[..n]);
+            self.first_len = self.line_len + n;
         }
-        self.line_len += 1;
+        self.line_len += text.len();
+        self.last_was_cr = false;
     }
 }
 
