@@ -265,3 +265,76 @@ async fn renewals_under_load_are_ordered_once_for_all() {
         "{orders} orders in ~35 s: the gateways ordered on their own"
     );
 }
+
+/// TLS-ALPN-01 across the cluster: the CA's validation handshakes reach only A, which
+/// has no ACME site of its own; B orders, and A answers with the challenge certificate
+/// B published through the store. One order, and both serve the result.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tls_alpn_challenge_is_answered_by_a_gateway_that_did_not_order() {
+    set_store_key();
+    let redis = Redis::start();
+    let ports_a = Ports::fresh();
+    // Pebble validates TLS-ALPN-01 on A's HTTPS port; its HTTP-01 port is no listener.
+    let pebble = Pebble::start_on(free_port(), ports_a.tls.port(), None, EVERY_NONCE);
+    let r = Replica::start("r1");
+    let states: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let a = Gateway::start_at(
+        &TestConfig::plain_and_tls(states[0].path())
+            .internal_site(&["localhost"], "")
+            .with(&store(&redis))
+            .pool("api", &[&r])
+            .route("/api", "api", "")
+            .build(),
+        ports_a,
+    );
+    let b = Gateway::start(
+        &TestConfig::plain_and_tls(states[1].path())
+            .acme_retry("1s", "3s")
+            .acme_site(&[NAME], &pebble, "challenge = \"tls-alpn-01\"")
+            .with(&store(&redis))
+            .pool("api", &[&r])
+            .route("/api", "api", "")
+            .build(),
+    );
+    let root = pebble.root_pem().await;
+    assert!(
+        serves_valid_cert(&b, &root, Duration::from_secs(60)).await,
+        "B:\n{}\nA:\n{}",
+        b.log_text(),
+        a.log_text()
+    );
+    assert!(
+        a.log_text()
+            .contains("\"event\":\"acme_tls_alpn_answered\""),
+        "the CA's handshake was answered by A: {}",
+        a.log_text()
+    );
+    assert!(
+        !b.log_text()
+            .contains("\"event\":\"acme_tls_alpn_answered\""),
+        "B was never asked"
+    );
+    assert_eq!(orders_ok(&b).await, 1.0);
+    assert_eq!(orders_ok(&a).await, 0.0);
+    // Once the order is done the challenge is withdrawn everywhere: A's HTTPS listener
+    // no longer offers the acme-tls/1 protocol for the name.
+    let offers_challenge = || {
+        let out = std::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &a.tls.to_string(),
+                "-servername",
+                NAME,
+            ])
+            .args(["-alpn", "acme-tls/1"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("ALPN protocol: acme-tls/1")
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || !offers_challenge()),
+        "the challenge was not withdrawn from A"
+    );
+}

@@ -375,7 +375,14 @@ async fn the_host_is_the_same_over_http2_and_http1() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new(dir.path(), "h2host");
     let r = Replica::start("r1");
-    let gw = Gateway::start(&static_config(dir.path(), &ca, &r));
+    // a.test has a route of its own, to another replica: routing must see the host.
+    let only_a = Replica::start("only-a");
+    let cfg = format!(
+        "{}\n[pools.only_a]\nreplicas = [\"{}\"]\n\n[[routes]]\nhost = \"a.test\"\npath = \"/api\"\npool = \"only_a\"\n",
+        static_config(dir.path(), &ca, &r),
+        only_a.addr
+    );
+    let gw = Gateway::start(&cfg);
     let authority = format!("a.test:{}", gw.tls.port());
     for (version, flag) in [("2", "--http2"), ("1.1", "--http1.1")] {
         let rid = format!("h2-host-{}", version.replace('.', "-"));
@@ -403,7 +410,20 @@ async fn the_host_is_the_same_over_http2_and_http1() {
             "HTTP/{version}: {v}"
         );
         assert_eq!(v["host"], authority.as_str(), "HTTP/{version}: {v}");
+        assert_eq!(v["replica"], "only-a", "a.test's own route: {v}");
         assert_eq!(gw.access_line(&rid)["host"], "a.test", "HTTP/{version}");
+
+        // Another name on the same connection kind takes the route without a host.
+        let out = Command::new("curl")
+            .args(["-s", flag, "--cacert"])
+            .arg(&ca.cert_path)
+            .arg("--resolve")
+            .arg(format!("x.wild.test:{}:127.0.0.1", gw.tls.port()))
+            .arg(format!("https://x.wild.test:{}/api/whoami", gw.tls.port()))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["replica"], "r1", "HTTP/{version}: {v}");
     }
 }
 
