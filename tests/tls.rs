@@ -368,8 +368,10 @@ async fn testssl_finds_no_weak_protocol_cipher_or_vulnerability() {
 
 /// Over HTTP/2 the host comes in `:authority`, not `Host`: the replica must be told the
 /// same `X-Forwarded-Host` (and get a `Host`) either way, and the access line must name
-/// the same host. Routing and site matching read it the same way (the request reaches
-/// the site's route with its HSTS).
+/// the same host. Routing and site matching read it the same way: the request reaches
+/// the route for its host (another replica than the host-less route's), with its
+/// site's HSTS. (Redirects happen on plain listeners, which speak HTTP/1 only; CORS
+/// reads `Origin`, not the host.)
 #[tokio::test(flavor = "multi_thread")]
 async fn the_host_is_the_same_over_http2_and_http1() {
     let dir = tempfile::tempdir().unwrap();
