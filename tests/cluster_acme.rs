@@ -27,9 +27,30 @@ fn store(redis: &Redis) -> String {
 }
 
 fn with_site(redis: &Redis, pebble: &Pebble, r: &Replica, state: &std::path::Path) -> String {
+    with_site_as(redis, pebble, r, state, "")
+}
+
+/// [`with_site`] with more keys for the ACME site (its `challenge`).
+fn with_site_as(
+    redis: &Redis,
+    pebble: &Pebble,
+    r: &Replica,
+    state: &std::path::Path,
+    site: &str,
+) -> String {
     TestConfig::plain_and_tls(state)
         .acme_retry("1s", "3s")
-        .acme_site(&[NAME], pebble, "")
+        .acme_site(&[NAME], pebble, site)
+        .with(&store(redis))
+        .pool("api", &[r])
+        .route("/api", "api", "")
+        .build()
+}
+
+/// A gateway of the cluster with no ACME site: only the local CA's `localhost`.
+fn without_site(redis: &Redis, r: &Replica, state: &std::path::Path) -> String {
+    TestConfig::plain_and_tls(state)
+        .internal_site(&["localhost"], "")
         .with(&store(redis))
         .pool("api", &[r])
         .route("/api", "api", "")
@@ -80,13 +101,7 @@ async fn one_order_per_name_served_by_every_gateway() {
     let r = Replica::start("r1");
     let states: Vec<tempfile::TempDir> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
 
-    let without_site = TestConfig::plain_and_tls(states[0].path())
-        .internal_site(&["localhost"], "")
-        .with(&store(&redis))
-        .pool("api", &[&r])
-        .route("/api", "api", "")
-        .build();
-    let a = Gateway::start_at(&without_site, ports_a);
+    let a = Gateway::start_at(&without_site(&redis, &r, states[0].path()), ports_a);
     let b = Gateway::start(&with_site(&redis, &pebble, &r, states[1].path()));
     let c = Gateway::start(&with_site(&redis, &pebble, &r, states[2].path()));
     let root = pebble.root_pem().await;
@@ -100,11 +115,7 @@ async fn one_order_per_name_served_by_every_gateway() {
     assert_eq!(orders_ok(&b).await + orders_ok(&c).await, 1.0, "one order");
     let serial = served_serial(b.tls, NAME).unwrap();
     assert_eq!(served_serial(c.tls, NAME).as_deref(), Some(serial.as_str()));
-    let pebble_orders = std::fs::read_to_string(&pebble.log)
-        .unwrap()
-        .matches("POST /order-plz")
-        .count();
-    assert_eq!(pebble_orders, 1, "Pebble saw one order for {NAME}");
+    assert_eq!(pebble.orders(), 1, "Pebble saw one order for {NAME}");
 
     // A answered the validation: a request for the token reached it, not B or C.
     assert!(
@@ -173,11 +184,7 @@ async fn one_order_per_name_served_by_every_gateway() {
     // B, whose certificate came from the store while its first attempt was under
     // way, never ordered one of its own (that attempt once went on to the lock).
     assert_eq!(orders_ok(&b).await, 0.0, "B ordered: {}", b.log_text());
-    let pebble_orders = std::fs::read_to_string(&pebble.log)
-        .unwrap()
-        .matches("POST /order-plz")
-        .count();
-    assert_eq!(pebble_orders, 2, "the first order and C's");
+    assert_eq!(pebble.orders(), 2, "the first order and C's");
     assert!(redis
         .cli(&["GET", &format!("gateway:cert:{NAME}")])
         .contains("enc:v1:"));
@@ -247,10 +254,7 @@ async fn renewals_under_load_are_ordered_once_for_all() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (orders, pebble_orders) = loop {
         let orders = orders_ok(&a).await + orders_ok(&b).await + orders_ok(&c).await;
-        let pebble_orders = std::fs::read_to_string(&pebble.log)
-            .unwrap()
-            .matches("POST /order-plz")
-            .count() as f64;
+        let pebble_orders = pebble.orders() as f64;
         if orders == pebble_orders || Instant::now() > deadline {
             break (orders, pebble_orders);
         }
@@ -278,24 +282,14 @@ async fn a_tls_alpn_challenge_is_answered_by_a_gateway_that_did_not_order() {
     let pebble = Pebble::start_on(free_port(), ports_a.tls.port(), None, EVERY_NONCE);
     let r = Replica::start("r1");
     let states: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
-    let a = Gateway::start_at(
-        &TestConfig::plain_and_tls(states[0].path())
-            .internal_site(&["localhost"], "")
-            .with(&store(&redis))
-            .pool("api", &[&r])
-            .route("/api", "api", "")
-            .build(),
-        ports_a,
-    );
-    let b = Gateway::start(
-        &TestConfig::plain_and_tls(states[1].path())
-            .acme_retry("1s", "3s")
-            .acme_site(&[NAME], &pebble, "challenge = \"tls-alpn-01\"")
-            .with(&store(&redis))
-            .pool("api", &[&r])
-            .route("/api", "api", "")
-            .build(),
-    );
+    let a = Gateway::start_at(&without_site(&redis, &r, states[0].path()), ports_a);
+    let b = Gateway::start(&with_site_as(
+        &redis,
+        &pebble,
+        &r,
+        states[1].path(),
+        "challenge = \"tls-alpn-01\"",
+    ));
     let root = pebble.root_pem().await;
     assert!(
         serves_valid_cert(&b, &root, Duration::from_secs(60)).await,

@@ -84,20 +84,13 @@ async fn reload(gw: &Gateway) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-async fn pebble_orders(pebble: &Pebble) -> usize {
-    std::fs::read_to_string(&pebble.log)
-        .unwrap()
-        .matches("POST /order-plz")
-        .count()
-}
-
 async fn started(pebble: &Pebble, gw: &Gateway, root: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while get(root, APP, gw.tls).await != Ok(200) {
         assert!(Instant::now() < deadline, "{}", gw.log_text());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert_eq!(pebble_orders(pebble).await, 1);
+    assert_eq!(pebble.orders(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -117,7 +110,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
     let serial = served_serial(gw.tls, SHOP).unwrap();
     assert_ne!(Some(serial.clone()), served_serial(gw.tls, APP));
     assert_eq!(asks(&r, SHOP), 1);
-    assert_eq!(pebble_orders(&pebble).await, 2);
+    assert_eq!(pebble.orders(), 2);
     // And it is a site now: plain HTTP redirects to it.
     let redirect = raw_request(
         gw.addr,
@@ -147,7 +140,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
         names, 1.0,
         "SHOP only: refused and limited names are not kept"
     );
-    assert_eq!(pebble_orders(&pebble).await, 2);
+    assert_eq!(pebble.orders(), 2);
     assert!(gw.log_text().contains("\"event\":\"on_demand_limited\""));
     // Other names never noticed.
     assert_eq!(get(&root, APP, gw.tls).await, Ok(200));
@@ -160,7 +153,7 @@ async fn an_allowed_name_is_issued_at_its_first_handshake_and_a_refused_one_fail
     assert_eq!(served_serial(gw.tls, SHOP), Some(serial));
     assert_eq!(asks(&r, SHOP), 1);
     assert_eq!(decisions(&gw, "restored").await, 1.0);
-    assert_eq!(pebble_orders(&pebble).await, 2);
+    assert_eq!(pebble.orders(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -183,7 +176,7 @@ async fn fifty_handshakes_for_one_new_name_make_one_ask_and_one_order() {
         assert_eq!(b.await.unwrap(), Ok(200), "{}", gw.log_text());
     }
     assert_eq!(asks(&r, BURST), 1, "one ask for fifty handshakes");
-    assert_eq!(pebble_orders(&pebble).await, 2, "one order for the name");
+    assert_eq!(pebble.orders(), 2, "one order for the name");
     let orders = sample(
         &scrape(&gw).await,
         "gateway_acme_orders_total",
@@ -376,7 +369,7 @@ async fn gateways_sharing_a_store_order_an_on_demand_name_once() {
             .collect()
     };
     assert_eq!(
-        pebble_orders(&pebble).await,
+        pebble.orders(),
         2,
         "the product's name and SHOP, once each; A: {:?}, B: {:?}",
         orders(&a),

@@ -164,6 +164,16 @@ impl Pebble {
         }
     }
 
+    /// Orders Pebble has received so far (`POST /order-plz` in its log). Counts each
+    /// order once only when Pebble takes every nonce (`PEBBLE_WFE_NONCEREJECT=0`): a
+    /// refused one is sent again.
+    pub fn orders(&self) -> usize {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .matches("POST /order-plz")
+            .count()
+    }
+
     /// The root Pebble issues under right now (for verifying served chains).
     pub async fn root_pem(&self) -> String {
         let c = reqwest::Client::builder()
