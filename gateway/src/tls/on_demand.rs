@@ -109,6 +109,19 @@ impl OnDemandState {
         metrics.on_demand_names.set(self.admitted.len() as i64);
     }
 
+    /// Whether the ask endpoint refused `name` within its refusal TTL; an expired
+    /// refusal is forgotten here.
+    fn recently_refused(&self, name: &str) -> bool {
+        match self.refused.get(name).map(|u| *u) {
+            Some(until) if until > Instant::now() => true,
+            Some(_) => {
+                self.refused.remove(name);
+                false
+            }
+            None => false,
+        }
+    }
+
     fn refuse(&self, name: &str, ttl: Duration) {
         if self.refused.len() >= REFUSALS_KEPT {
             let now = Instant::now();
@@ -178,12 +191,9 @@ impl OnDemandState {
             count("invalid_name");
             return Err(format!("{name:?} is not a name a CA can validate"));
         }
-        if let Some(until) = self.refused.get(name).map(|u| *u) {
-            if until > Instant::now() {
-                count("refused_cached");
-                return Err(format!("{name} was refused by the ask endpoint recently"));
-            }
-            self.refused.remove(name);
+        if self.recently_refused(name) {
+            count("refused_cached");
+            return Err(format!("{name} was refused by the ask endpoint recently"));
         }
         // A certificate kept by an earlier run is served again without asking; its
         // renewal asks (`renew.rs`).
@@ -275,7 +285,7 @@ impl OnDemandState {
                 if self.admitted.contains_key(name) {
                     return Decision::Allowed;
                 }
-                if self.refused.get(name).is_some_and(|u| *u > Instant::now()) {
+                if self.recently_refused(name) {
                     return Decision::Refused("it refused the name recently".to_owned());
                 }
                 match self.ask_slots.try_acquire() {
